@@ -1,0 +1,262 @@
+"""Training and evaluation data: loading (Hub or MRL_DATA_DIR mirror), one-time tokenization,
+batches without duplicate texts, and the LightningDataModule that serves them."""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from mrl.errors import ConfigError
+from mrl.hub import MIRROR_HINT, hub_reachable
+
+
+@dataclass(frozen=True)
+class Source:
+    """One split of one dataset, as named in `conf/data/*.yaml` and `conf/eval/*.yaml`.
+
+    `columns` are the text columns in order (plus `score` for STS pairs). Scores are
+    divided by `hub_score_max` / `local_score_max` so they land in [0, 1] either way.
+    """
+
+    hub_id: str
+    hub_split: str
+    local_file: str
+    columns: tuple[str, ...]
+    hub_subset: str | None = None
+    revision: str | None = None
+    hub_score_max: float = 1.0
+    local_score_max: float = 1.0
+
+    @classmethod
+    def from_config(cls, cfg) -> Source:
+        fields = dict(cfg)
+        fields["columns"] = tuple(fields["columns"])
+        return cls(**fields)
+
+    @property
+    def text_columns(self) -> tuple[str, ...]:
+        return tuple(c for c in self.columns if c != "score")
+
+
+def load_source(source: Source) -> datasets.Dataset:
+    """The split as a `datasets.Dataset`, from `$MRL_DATA_DIR/<local_file>` if set, else the Hub.
+
+    Checks the columns and, for scored pairs, rescales scores to [0, 1] and checks the range.
+    """
+    mirror = os.environ.get("MRL_DATA_DIR")
+    if mirror:
+        path = Path(mirror) / source.local_file
+        if not path.is_file():
+            raise ConfigError(
+                f"MRL_DATA_DIR={mirror} has no {source.local_file}; point MRL_DATA_DIR at a "
+                f"folder with the layout of shared/data, or unset it to use {source.hub_id}."
+            )
+        try:
+            ds = datasets.load_dataset("json", data_files=str(path), split="train")
+        except Exception as err:  # datasets wraps parse errors in several types
+            raise ConfigError(
+                f"{path} could not be read as JSON Lines ({type(err).__name__}); fix the file."
+            ) from None
+        origin, score_max = str(path), source.local_score_max
+    else:
+        if not hub_reachable():
+            raise ConfigError(
+                f"dataset {source.hub_id!r} needs the Hugging Face Hub, which is unreachable; "
+                f"{MIRROR_HINT}."
+            )
+        ds = datasets.load_dataset(
+            source.hub_id, source.hub_subset, split=source.hub_split, revision=source.revision
+        )
+        origin, score_max = f"{source.hub_id} ({source.hub_split})", source.hub_score_max
+
+    missing = [c for c in source.columns if c not in ds.column_names]
+    if missing:
+        raise ConfigError(
+            f"{origin} lacks column(s) {missing} (it has {ds.column_names}); the data config "
+            f"expects {list(source.columns)}."
+        )
+    ds = ds.select_columns(list(source.columns))
+    if "score" in source.columns:
+        ds = ds.map(lambda row: {"score": float(row["score"]) / score_max})
+        low, high = min(ds["score"]), max(ds["score"])
+        if low < 0 or high > 1:
+            raise ConfigError(
+                f"{origin} has scores in [{low * score_max}, {high * score_max}], outside "
+                f"[0, {score_max}]; set the data config's score_max to the file's scale."
+            )
+    return ds
+
+
+def tokenize(ds: datasets.Dataset, tokenizer, text_columns: Sequence[str], max_length: int):
+    """Adds `<column>_ids` token ids for each text column, once (cached by `datasets`)."""
+
+    def encode(batch):
+        return {
+            f"{col}_ids": tokenizer(batch[col], truncation=True, max_length=max_length)["input_ids"]
+            for col in text_columns
+        }
+
+    return ds.map(encode, batched=True, desc="tokenizing")
+
+
+def collate_texts(rows: list[dict], text_columns: Sequence[str], pad_id: int) -> dict:
+    """Stacks every text of the batch into one padded tensor, column after column.
+
+    Row i of column k sits at index k * n_rows + i, so a single encoder pass serves all
+    columns (the first n_rows are the anchors); `scores` is present for STS pairs.
+    """
+    seqs = [row[f"{col}_ids"] for col in text_columns for row in rows]
+    width = max(len(s) for s in seqs)
+    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, seq in enumerate(seqs):
+        input_ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attention_mask[i, : len(seq)] = 1
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "n_rows": len(rows)}
+    if "score" in rows[0]:
+        batch["scores"] = torch.tensor([row["score"] for row in rows], dtype=torch.float32)
+    return batch
+
+
+class NoDuplicatesBatchSampler(Sampler[list[int]]):
+    """Shuffled batches in which no text appears twice (a duplicate would be a false negative).
+
+    A row whose text is already in the batch waits for the next batch. The global batch is
+    the same on every rank (same seed and epoch); rank r takes rows r, r + world_size, ...
+    """
+
+    def __init__(
+        self,
+        row_texts: Sequence[tuple[str, ...]],
+        batch_size: int,
+        seed: int = 0,
+        no_duplicates: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.row_texts = row_texts
+        self.batch_size = batch_size
+        self.seed = seed
+        self.no_duplicates = no_duplicates
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def global_batches(self) -> list[list[int]]:
+        """This epoch's batches over all ranks (computed once per epoch)."""
+        if self._cache is None or self._cache[0] != self.epoch:
+            self._cache = (self.epoch, self._build_batches())
+        return self._cache[1]
+
+    def _build_batches(self) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        remaining = deque(torch.randperm(len(self.row_texts), generator=generator).tolist())
+        batches = []
+        while remaining:
+            batch, seen, waiting = [], set(), []
+            while remaining and len(batch) < self.batch_size:
+                idx = remaining.popleft()
+                texts = self.row_texts[idx]
+                if self.no_duplicates and any(t in seen for t in texts):
+                    waiting.append(idx)
+                    continue
+                batch.append(idx)
+                seen.update(texts)
+            remaining.extendleft(reversed(waiting))
+            if len(batch) >= self.world_size:
+                batches.append(batch)
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.global_batches():
+            yield batch[self.rank :: self.world_size]
+
+    def __len__(self) -> int:
+        return len(self.global_batches())
+
+
+class MatryoshkaDataModule(L.LightningDataModule):
+    """Tokenized training triplets/pairs and STS validation/test pairs, from plain arguments."""
+
+    def __init__(
+        self,
+        backbone: str,
+        train: dict,
+        validation: dict,
+        test: dict,
+        batch_size: int = 128,
+        eval_batch_size: int = 256,
+        max_seq_length: int = 128,
+        max_train_samples: int | None = None,
+        no_duplicates: bool = True,
+        num_workers: int = 0,
+        seed: int = 42,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.sources = {
+            "train": Source.from_config(train),
+            "validation": Source.from_config(validation),
+            "test": Source.from_config(test),
+        }
+        self.splits: dict[str, datasets.Dataset] = {}
+        self._sampler_len: int | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        from mrl.encoder import load_tokenizer
+
+        tokenizer = load_tokenizer(self.hparams.backbone)
+        self.pad_id = tokenizer.pad_token_id
+        for name, source in self.sources.items():
+            ds = load_source(source)
+            if name == "train" and self.hparams.max_train_samples:
+                ds = ds.select(range(min(self.hparams.max_train_samples, len(ds))))
+            if len(ds) == 0:
+                raise ConfigError(f"the {name} data ({source.local_file}) has no rows.")
+            self.splits[name] = tokenize(
+                ds, tokenizer, source.text_columns, self.hparams.max_seq_length
+            )
+
+    def _loader(self, split: str, **batching) -> DataLoader:
+        columns = self.sources[split].text_columns
+        return DataLoader(
+            self.splits[split],
+            num_workers=self.hparams.num_workers,
+            collate_fn=lambda rows: collate_texts(rows, columns, self.pad_id),
+            **batching,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.splits["train"]
+        columns = self.sources["train"].text_columns
+        row_texts = list(zip(*(ds[c] for c in columns), strict=True))
+        trainer = self.trainer
+        sampler = NoDuplicatesBatchSampler(
+            row_texts,
+            self.hparams.batch_size,
+            seed=self.hparams.seed,
+            no_duplicates=self.hparams.no_duplicates,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+        )
+        return self._loader("train", batch_sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", batch_size=self.hparams.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", batch_size=self.hparams.eval_batch_size)

@@ -1,0 +1,157 @@
+"""The sentence encoder: backbone loading (Hub id, local mirror, tiny test model) and pooling."""
+
+from __future__ import annotations
+
+import os
+import string
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+    PreTrainedTokenizerFast,
+)
+
+from mrl.errors import ConfigError
+from mrl.hub import MIRROR_HINT, hub_reachable
+
+TINY_BACKBONE = "mrl/tiny-random-bert"
+POOLINGS = ("mean", "cls")
+
+
+def resolve_backbone(name: str) -> str:
+    """Where to load `name` from: `$MRL_MODEL_DIR/<last part of name>` if that folder exists,
+    else `name` itself (a local folder or a Hugging Face Hub id)."""
+    mirror = os.environ.get("MRL_MODEL_DIR")
+    if mirror:
+        local = Path(mirror) / name.rstrip("/").split("/")[-1]
+        if local.is_dir():
+            return str(local)
+    return name
+
+
+def _from_pretrained(loader, name: str, **kwargs):
+    """`loader.from_pretrained` on the resolved source, with one clear error when it fails."""
+    source = resolve_backbone(name)
+    if source == name and not Path(name).is_dir() and not hub_reachable():
+        try:  # a copy in the local Hugging Face cache still works offline
+            return loader.from_pretrained(name, local_files_only=True, **kwargs)
+        except OSError:
+            raise ConfigError(
+                f"model.backbone={name!r} is not in a local folder and the Hugging Face Hub is "
+                f"unreachable; {MIRROR_HINT} (MRL_MODEL_DIR must hold a folder named "
+                f"{name.split('/')[-1]!r})."
+            ) from None
+    try:
+        return loader.from_pretrained(source, **kwargs)
+    except OSError as err:
+        raise ConfigError(
+            f"model.backbone={name!r} could not be loaded from {source!r}: "
+            f"{str(err).splitlines()[0]}"
+        ) from None
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A character-level WordPiece tokenizer built in memory (no files, no Hub)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
+    vocab = {tok: i for i, tok in enumerate(specials + chars + ["##" + c for c in chars])}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=128,
+    )
+
+
+def tiny_config() -> BertConfig:
+    """A 2-layer BERT of width 32 for tests: random init, vocab of `tiny_tokenizer`."""
+    return BertConfig(
+        vocab_size=len(tiny_tokenizer()),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+
+
+def backbone_hidden_size(name: str) -> int:
+    """The embedding width of the backbone, read from its config (no weights loaded)."""
+    if name == TINY_BACKBONE:
+        return tiny_config().hidden_size
+    return _from_pretrained(AutoConfig, name).hidden_size
+
+
+def load_tokenizer(name: str):
+    if name == TINY_BACKBONE:
+        return tiny_tokenizer()
+    return _from_pretrained(AutoTokenizer, name)
+
+
+def load_backbone(name: str) -> nn.Module:
+    """The pretrained transformer (weights from safetensors where the folder has them)."""
+    if name == TINY_BACKBONE:
+        return BertModel(tiny_config(), add_pooling_layer=False)
+    config = _from_pretrained(AutoConfig, name)
+    if config.model_type in ("bert", "mpnet", "roberta", "xlm-roberta"):
+        # the pooler is unused by mean/CLS pooling; leaving it out keeps DDP free of unused params
+        return _from_pretrained(AutoModel, name, add_pooling_layer=False)
+    return _from_pretrained(AutoModel, name)
+
+
+class Encoder(nn.Module):
+    """Token ids -> one full-width sentence embedding per text (mean or CLS pooling).
+
+    Texts are encoded in chunks of `chunk_size` texts of similar length, each chunk cut to its
+    own longest text, so a batch with one long sentence does not pad every other to its
+    length. Chunking changes only which padding is computed, not the result (up to float
+    rounding), and the batch itself stays as random as the sampler made it.
+    """
+
+    def __init__(self, backbone: str, pooling: str = "mean", chunk_size: int | None = 64):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ConfigError(f"model.pooling={pooling!r} is unknown; use one of {POOLINGS}.")
+        if chunk_size is not None and chunk_size < 1:
+            raise ConfigError(f"model.chunk_size={chunk_size} must be >= 1 or null (no chunks).")
+        self.pooling = pooling
+        self.chunk_size = chunk_size
+        self.backbone = load_backbone(backbone)
+        self.backbone.train()  # from_pretrained returns eval mode; training wants dropout on
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Right-padded ids and mask (texts x tokens) -> embeddings (texts x hidden)."""
+        lengths = attention_mask.sum(1)
+        if self.chunk_size is None or len(input_ids) <= self.chunk_size:
+            width = int(lengths.max())
+            return self._encode(input_ids[:, :width], attention_mask[:, :width])
+        order = lengths.argsort(descending=True)
+        pieces = []
+        for chunk in order.split(self.chunk_size):
+            width = int(lengths[chunk].max())
+            pieces.append(self._encode(input_ids[chunk, :width], attention_mask[chunk, :width]))
+        return torch.cat(pieces)[order.argsort()]
+
+    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)

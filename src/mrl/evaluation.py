@@ -1,0 +1,37 @@
+"""Per-dimension STS evaluation: Spearman of prefix cosine similarity, from one encode.
+
+Plain torch / numpy / scipy: training validation, test, and any later evaluation script call
+`spearman_by_dim` on embeddings they computed once at full width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from mrl.losses import truncate_and_normalize
+
+
+def spearman_by_dim(
+    embeddings1: torch.Tensor,
+    embeddings2: torch.Tensor,
+    gold_scores: Sequence[float] | np.ndarray | torch.Tensor,
+    dims: Sequence[int],
+) -> dict[int, float]:
+    """Spearman correlation between gold scores and the cosine of each dims-prefix pair."""
+    gold = np.asarray(torch.as_tensor(gold_scores, dtype=torch.float64).cpu())
+    e1, e2 = embeddings1.float(), embeddings2.float()
+    result = {}
+    for dim in dims:
+        cosine = (truncate_and_normalize(e1, dim) * truncate_and_normalize(e2, dim)).sum(-1)
+        result[int(dim)] = float(spearmanr(cosine.cpu().numpy(), gold).statistic)
+    return result
+
+
+def retention(scores: dict[int, float]) -> dict[int, float]:
+    """Each dim's score divided by the score at the largest dim (1.0 at full width)."""
+    full = scores[max(scores)]
+    return {dim: score / full for dim, score in scores.items()}

@@ -1,0 +1,83 @@
+"""Contrastive losses on Matryoshka prefixes: plain MNRL and its weighted sum over nested dims.
+
+Plain torch, no Lightning: the training module, tests and benchmarks call these directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def truncate_and_normalize(embeddings: torch.Tensor, dim: int) -> torch.Tensor:
+    """The first `dim` coordinates of each embedding, re-scaled to unit L2 norm."""
+    return F.normalize(embeddings[..., :dim], p=2, dim=-1)
+
+
+def mnrl_loss(anchors: torch.Tensor, candidates: torch.Tensor, scale: float = 20.0) -> torch.Tensor:
+    """MultipleNegativesRankingLoss at full width: anchor i's positive is candidate i.
+
+    `candidates` stacks the positives (first len(anchors) rows) and any hard negatives; every
+    other candidate in the batch is a negative. Similarity is cosine times `scale`.
+    """
+    scores = scale * F.normalize(anchors, dim=-1) @ F.normalize(candidates, dim=-1).T
+    return _cross_entropy_on_diagonal(scores)
+
+
+def _cross_entropy_on_diagonal(scores: torch.Tensor) -> torch.Tensor:
+    labels = torch.arange(scores.shape[0], device=scores.device)
+    return F.cross_entropy(scores.float(), labels)
+
+
+def prefix_cosine_similarities(
+    anchors: torch.Tensor, candidates: torch.Tensor, dims: Sequence[int]
+) -> list[torch.Tensor]:
+    """Cosine-similarity matrices of the `dims`-prefixes of both sides, largest dim first.
+
+    One pass: the embedding is cut into the blocks between consecutive dims, each block gives
+    one partial matmul, and the running sum over blocks is the prefix dot product. Prefix norms
+    come the same way from squared coordinates. The total cost is one full-width matmul, the
+    same as the plain loss, whatever the number of dims.
+    """
+    ascending = sorted(dims)
+    dots, sq_a, sq_c = [], [], []
+    dot = norm_a = norm_c = 0
+    start = 0
+    for end in ascending:
+        block_a, block_c = anchors[:, start:end], candidates[:, start:end]
+        dot = dot + block_a @ block_c.T
+        norm_a = norm_a + block_a.pow(2).sum(-1)
+        norm_c = norm_c + block_c.pow(2).sum(-1)
+        dots.append(dot)
+        sq_a.append(norm_a)
+        sq_c.append(norm_c)
+        start = end
+    eps = 1e-12  # same floor as F.normalize
+    by_dim = {
+        d: dot / (na.sqrt().clamp_min(eps)[:, None] * nc.sqrt().clamp_min(eps)[None, :])
+        for d, dot, na, nc in zip(ascending, dots, sq_a, sq_c, strict=True)
+    }
+    return [by_dim[d] for d in dims]
+
+
+def matryoshka_mnrl_loss(
+    anchors: torch.Tensor,
+    candidates: torch.Tensor,
+    dims: Sequence[int],
+    weights: Sequence[float],
+    scale: float = 20.0,
+) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """Weighted sum over `dims` of MNRL on each re-normalised prefix, and each dim's own loss.
+
+    A dim with weight 0 is left out of the sum (no gradient) but its loss is still returned,
+    so a run that trains some dims (the baseline, `n_dims_per_step`) can log all of them.
+    With a single dim equal to the full width and weight 1 this is exactly `mnrl_loss`.
+    """
+    sims = prefix_cosine_similarities(anchors, candidates, dims)
+    per_dim = {
+        d: _cross_entropy_on_diagonal(scale * sim) for d, sim in zip(dims, sims, strict=True)
+    }
+    total = sum(w * per_dim[d] for d, w in zip(dims, weights, strict=True) if w != 0)
+    return total, per_dim

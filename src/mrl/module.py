@@ -1,0 +1,130 @@
+"""The LightningModule: one encode per batch, the Matryoshka loss, per-dim STS metrics."""
+
+from __future__ import annotations
+
+import random
+
+import lightning as L
+import torch
+from transformers import get_linear_schedule_with_warmup
+
+from mrl.encoder import Encoder, backbone_hidden_size
+from mrl.evaluation import retention, spearman_by_dim
+from mrl.losses import matryoshka_mnrl_loss
+from mrl.schedule import check_n_dims_per_step, resolve_dims, resolve_weights
+
+
+class MatryoshkaModule(L.LightningModule):
+    """Trains an encoder with MNRL summed over nested prefixes and evaluates every prefix.
+
+    All arguments are plain values, so `load_from_checkpoint` rebuilds the module alone.
+    `matryoshka=False` trains only at the full width (the regular baseline) but still
+    evaluates at every dim of `dims`.
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        pooling: str = "mean",
+        chunk_size: int | None = 64,
+        dims: list[int] | None = None,
+        rule: str = "pow2",
+        min_dim_ratio: float = 1 / 12,
+        weights: list[float] | None = None,
+        n_dims_per_step: int | None = None,
+        matryoshka: bool = True,
+        scale: float = 20.0,
+        lr: float = 2e-5,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.1,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        hidden = backbone_hidden_size(backbone)
+        self.dims = resolve_dims(hidden, dims, rule, min_dim_ratio)
+        self.weights = resolve_weights(self.dims, weights, given_dims=dims)
+        check_n_dims_per_step(n_dims_per_step, len(self.dims))
+        # the baseline trains the full width only; every dim is still logged and evaluated
+        self.train_weights = self.weights if matryoshka else [1.0] + [0.0] * (len(self.dims) - 1)
+        self.encoder = Encoder(backbone, pooling, chunk_size)
+        self.test_prefix = "test"  # train.py sets "untrained" to score the backbone before fit
+        self._eval_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.eval_results: dict[str, dict[int, float]] = {}
+
+    @property
+    def train_dims(self) -> list[int]:
+        return [d for d, w in zip(self.dims, self.train_weights, strict=True) if w != 0]
+
+    def encode(self, batch: dict) -> torch.Tensor:
+        return self.encoder(batch["input_ids"], batch["attention_mask"])
+
+    def step_weights(self) -> list[float]:
+        """This step's weight per dim: all training weights, or `n_dims_per_step` of them
+        picked at random (Python RNG, seeded by `seed`) with the others set to 0."""
+        n = self.hparams.n_dims_per_step
+        trained = [i for i, w in enumerate(self.train_weights) if w != 0]
+        if n is None or n == -1 or n >= len(trained):
+            return self.train_weights
+        keep = set(random.sample(trained, n))
+        return [w if i in keep else 0.0 for i, w in enumerate(self.train_weights)]
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        embeddings = self.encode(batch)  # one encode: anchors, then positives and negatives
+        anchors, candidates = embeddings[: batch["n_rows"]], embeddings[batch["n_rows"] :]
+        loss, per_dim = matryoshka_mnrl_loss(
+            anchors, candidates, self.dims, self.step_weights(), scale=self.hparams.scale
+        )
+        batch_size = anchors.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        for dim, value in per_dim.items():
+            self.log(f"train/loss@{dim}", value.detach(), batch_size=batch_size)
+        return loss
+
+    # ---- evaluation: encode each STS sentence once, Spearman at every dim at epoch end ----
+
+    def _eval_step(self, batch: dict) -> None:
+        embeddings = self.encode(batch).float()
+        n = batch["n_rows"]
+        self._eval_outputs.append((embeddings[:n], embeddings[n:], batch["scores"]))
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def _eval_epoch_end(self, prefix: str) -> None:
+        left, right, scores = (torch.cat(parts) for parts in zip(*self._eval_outputs, strict=True))
+        self._eval_outputs.clear()
+        spearman = spearman_by_dim(left, right, scores, self.dims)
+        self.eval_results[prefix] = spearman
+        for dim, value in spearman.items():
+            self.log(f"{prefix}/spearman@{dim}", value)
+        for dim, value in retention(spearman).items():
+            self.log(f"{prefix}/retention@{dim}", value)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end(self.test_prefix)
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, param in self.named_parameters():
+            (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.hparams.lr,
+        )
+        total = self.trainer.estimated_stepping_batches
+        scheduler = get_linear_schedule_with_warmup(
+            optimizer, int(self.hparams.warmup_ratio * total), max(total, 1)
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

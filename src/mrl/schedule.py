@@ -1,0 +1,104 @@
+"""The Matryoshka dimension schedule: the prefix sizes a run trains and evaluates, with weights."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from mrl.errors import ConfigError
+
+RULES = ("pow2", "halving")
+
+
+def dims_from_rule(
+    hidden_size: int, rule: str = "pow2", min_dim_ratio: float = 1 / 12
+) -> list[int]:
+    """Dimensions derived from the backbone width, largest first.
+
+    `pow2`: the full width, then every power of two below it down to `hidden_size * min_dim_ratio`
+    (768 -> 768/512/256/128/64, 384 -> 384/256/128/64/32 with the default ratio 1/12 = 8.3 %).
+    `halving`: the full width halved while it stays an integer >= the minimum
+    (768 -> 768/384/192/96/48 with ratio 1/16).
+    """
+    if rule not in RULES:
+        raise ConfigError(f"matryoshka.rule={rule!r} is unknown; use one of {', '.join(RULES)}.")
+    if not 0 < min_dim_ratio <= 1:
+        raise ConfigError(
+            f"matryoshka.min_dim_ratio={min_dim_ratio} must be in (0, 1], e.g. 0.0833 for 1/12."
+        )
+    min_dim = max(1, round(hidden_size * min_dim_ratio))
+    dims = [hidden_size]
+    if rule == "pow2":
+        power = 2 ** math.floor(math.log2(hidden_size))
+        if power == hidden_size:
+            power //= 2
+        while power >= min_dim:
+            dims.append(power)
+            power //= 2
+    else:
+        dim = hidden_size
+        while dim % 2 == 0 and dim // 2 >= min_dim:
+            dim //= 2
+            dims.append(dim)
+    return dims
+
+
+def resolve_dims(
+    hidden_size: int,
+    dims: Sequence[int] | None = None,
+    rule: str = "pow2",
+    min_dim_ratio: float = 1 / 12,
+) -> list[int]:
+    """The explicit `dims` list if given (checked, sorted largest first), else the rule's dims."""
+    if dims is None:
+        return dims_from_rule(hidden_size, rule, min_dim_ratio)
+    dims = list(dims)
+    if not dims:
+        raise ConfigError("matryoshka.dims is empty; give at least one dimension, e.g. [384,64].")
+    for dim in dims:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ConfigError(f"matryoshka.dims holds {dim!r}; every entry must be a positive int.")
+        if dim > hidden_size:
+            raise ConfigError(
+                f"matryoshka.dims holds {dim}, larger than the backbone's hidden size "
+                f"{hidden_size}; use dims <= {hidden_size}."
+            )
+    if len(set(dims)) != len(dims):
+        dup = sorted({d for d in dims if dims.count(d) > 1})
+        raise ConfigError(f"matryoshka.dims repeats {dup}; list each dimension once.")
+    return sorted(dims, reverse=True)
+
+
+def resolve_weights(
+    dims: Sequence[int], weights: Sequence[float] | None, given_dims: Sequence[int] | None = None
+) -> list[float]:
+    """One weight per dim (default 1.0), in the order of `dims` (largest first).
+
+    When the user gave an explicit, unsorted `dims` list, their weights follow their order;
+    `given_dims` is that original order so each weight stays with its dimension.
+    """
+    if weights is None:
+        return [1.0] * len(dims)
+    weights = [float(w) for w in weights]
+    if len(weights) != len(dims):
+        raise ConfigError(
+            f"matryoshka.weights has {len(weights)} entries but there are {len(dims)} dims "
+            f"{list(dims)}; give one weight per dim."
+        )
+    if any(w < 0 or not math.isfinite(w) for w in weights):
+        raise ConfigError(f"matryoshka.weights={weights} must all be finite and >= 0.")
+    if given_dims is not None:
+        by_dim = dict(zip(given_dims, weights, strict=True))
+        weights = [by_dim[d] for d in dims]
+    return weights
+
+
+def check_n_dims_per_step(n_dims_per_step: int | None, n_dims: int) -> None:
+    """`n_dims_per_step` must be None/-1 (all dims) or between 1 and the number of dims."""
+    if n_dims_per_step is None or n_dims_per_step == -1:
+        return
+    if not 1 <= n_dims_per_step <= n_dims:
+        raise ConfigError(
+            f"matryoshka.n_dims_per_step={n_dims_per_step} must be between 1 and the number of "
+            f"dims ({n_dims}), or null for all."
+        )

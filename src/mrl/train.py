@@ -1,0 +1,293 @@
+"""The training entry point: compose -> seed -> data, module, trainer -> fit -> test -> results.
+
+`python train.py +exp=allnli_mrl` (the root shim) calls `main` with the composed config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import netrc
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from mrl.data import MatryoshkaDataModule
+from mrl.errors import ConfigError
+from mrl.module import MatryoshkaModule
+from mrl.results import curve_rows, load_results, write_atomic, write_run_outputs
+
+log = logging.getLogger("mrl")
+
+# Files Hydra and this module create in a run folder before training starts; a run that fails
+# on bad input removes exactly these (never anything else) so no half-made run is left behind.
+STARTUP_FILES = (".hydra", "train.log", "wandb", "csv")
+
+
+def module_args(cfg: DictConfig) -> dict:
+    """The LightningModule's plain arguments, gathered from the config groups."""
+    m = cfg.matryoshka
+    return {
+        "backbone": cfg.model.backbone,
+        "pooling": cfg.model.pooling,
+        "chunk_size": cfg.model.chunk_size,
+        "dims": list(m.dims) if m.dims is not None else None,
+        "rule": m.rule,
+        "min_dim_ratio": m.min_dim_ratio,
+        "weights": list(m.weights) if m.weights is not None else None,
+        "n_dims_per_step": m.n_dims_per_step,
+        "matryoshka": m.enabled,
+        "scale": cfg.loss.scale,
+        "lr": cfg.optim.lr,
+        "weight_decay": cfg.optim.weight_decay,
+        "warmup_ratio": cfg.optim.warmup_ratio,
+    }
+
+
+def datamodule_args(cfg: DictConfig) -> dict:
+    d = cfg.data
+    return {
+        "backbone": cfg.model.backbone,
+        "train": OmegaConf.to_container(d.train),
+        "validation": OmegaConf.to_container(cfg.eval.validation),
+        "test": OmegaConf.to_container(cfg.eval.test),
+        "batch_size": d.batch_size,
+        "eval_batch_size": cfg.eval.batch_size,
+        "max_seq_length": d.max_seq_length,
+        "max_train_samples": d.max_train_samples,
+        "no_duplicates": d.no_duplicates,
+        "num_workers": d.num_workers,
+        "seed": cfg.seed,
+    }
+
+
+def wandb_mode(requested: str) -> str:
+    """`auto` -> online when an API key is configured (env or ~/.netrc), else offline."""
+    if requested != "auto":
+        return requested
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        if netrc.netrc().authenticators("api.wandb.ai"):
+            return "online"
+    except (FileNotFoundError, netrc.NetrcParseError):
+        pass
+    return "offline"
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
+    loggers = []
+    if cfg.logger.get("csv"):
+        loggers.append(L.pytorch.loggers.CSVLogger(run_dir, name="csv", version=""))
+    if cfg.logger.get("wandb"):
+        from lightning.pytorch.loggers import WandbLogger
+
+        w = cfg.logger.wandb
+        loggers.append(
+            WandbLogger(
+                project=w.project,
+                group=w.group,
+                name=run_dir.name if run_dir.name else cfg.exp_name,
+                id=hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16],
+                resume="allow",  # a resumed run continues the same wandb run
+                save_dir=str(run_dir),
+                mode=wandb_mode(w.mode),
+                tags=list(w.tags),
+                config=OmegaConf.to_container(cfg, resolve=True),
+            )
+        )
+    return loggers
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
+    from lightning.pytorch.callbacks import (
+        LearningRateMonitor,
+        ModelCheckpoint,
+        RichProgressBar,
+        TQDMProgressBar,
+    )
+
+    c = cfg.callbacks
+    callbacks = [
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            save_last=True,
+            save_top_k=0,
+            every_n_train_steps=c.checkpoint_every_n_steps,
+        )
+    ]
+    if c.progress_bar == "rich":
+        callbacks.append(RichProgressBar())
+    elif c.progress_bar == "tqdm":
+        callbacks.append(TQDMProgressBar())
+    if cfg.logger.get("wandb") or cfg.logger.get("csv"):
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    return callbacks
+
+
+def trainer_args(cfg: DictConfig) -> dict:
+    """The `trainer` group, passed to `lightning.Trainer`; precision `auto` picks bf16 on GPU."""
+    args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if args.get("precision") == "auto":
+        gpu = args.get("accelerator") in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+        args["precision"] = "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
+    if cfg.callbacks.progress_bar == "none":
+        args["enable_progress_bar"] = False
+    return args
+
+
+def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """`last` -> this run's last.ckpt (must exist); null -> resume if this run folder has one."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if ckpt_path == "last":
+        if not last.is_file():
+            raise ConfigError(
+                f"ckpt_path=last but {last} does not exist; run without ckpt_path to start fresh."
+            )
+        return str(last)
+    if ckpt_path is None:
+        return str(last) if last.is_file() else None
+    if not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path!r} is not a file; give a .ckpt path or 'last'.")
+    return ckpt_path
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train and evaluate one configuration; returns the results written to results.json."""
+    done = run_dir / "results.json"
+    if done.is_file():
+        log.info("%s exists: this run is finished, nothing to do (delete it to re-run).", done)
+        return json.loads(done.read_text())
+
+    L.seed_everything(cfg.seed, workers=True)
+    compare = [load_results(cfg.eval.compare_to)] if cfg.eval.compare_to else None
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)
+    module = MatryoshkaModule(**module_args(cfg))  # checks dims/weights against the backbone
+    datamodule = MatryoshkaDataModule(**datamodule_args(cfg))
+    datamodule.setup("fit")  # checks the data files before anything is written
+    log.info("dims %s, trained dims %s, weights %s", module.dims, module.train_dims, module.weights)
+
+    trainer = L.Trainer(
+        **trainer_args(cfg),
+        logger=build_loggers(cfg, run_dir) or False,
+        callbacks=build_callbacks(cfg, run_dir),
+        default_root_dir=run_dir,
+    )
+
+    untrained_file = run_dir / "untrained.json"
+    untrained = None
+    if cfg.eval.score_untrained:
+        if untrained_file.is_file():
+            untrained = json.loads(untrained_file.read_text())
+        elif ckpt_path is None:
+            module.test_prefix = "untrained"
+            trainer.test(module, datamodule=datamodule, verbose=False)
+            module.test_prefix = "test"
+            untrained = {str(d): v for d, v in module.eval_results["untrained"].items()}
+            write_atomic(untrained_file, json.dumps(untrained, indent=2))
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+
+    results = {
+        "experiment": cfg.exp_name,
+        "run_dir": str(run_dir),
+        "backbone": cfg.model.backbone,
+        "matryoshka": bool(cfg.matryoshka.enabled),
+        "dims": module.dims,
+        "train_dims": module.train_dims,
+        "weights": module.weights,
+        "seed": cfg.seed,
+        "global_step": trainer.global_step,
+        "test": {str(d): v for d, v in module.eval_results["test"].items()},
+        "validation": {str(d): v for d, v in module.eval_results.get("val", {}).items()},
+        "untrained_test": untrained,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    if trainer.is_global_zero:
+        write_run_outputs(run_dir, results, compare)
+        log_curve_to_wandb(trainer, results)
+        print_summary(results, run_dir)
+    return results
+
+
+def log_curve_to_wandb(trainer: L.Trainer, results: dict) -> None:
+    """The curve as a wandb table and line plot (no-op without a wandb logger)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            rows = curve_rows(results)
+            table = wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows])
+            logger.experiment.log(
+                {
+                    "curve/table": table,
+                    "curve/spearman_vs_dim": wandb.plot.line(
+                        table, "dim", "test_spearman", title="STS-B test Spearman vs. dim"
+                    ),
+                    "curve/png": wandb.Image(str(Path(results["run_dir"]) / "curve.png")),
+                }
+            )
+
+
+def print_summary(results: dict, run_dir: Path) -> None:
+    rows = curve_rows(results)
+    lines = ["", f"STS-B test Spearman by dimension ({results['experiment']}):"]
+    lines.append(f"{'dim':>6} {'spearman':>9} {'retention':>10} {'untrained':>10}")
+    for r in rows:
+        before = r.get("untrained_test_spearman")
+        lines.append(
+            f"{r['dim']:>6} {r['test_spearman']:>9.4f} {100 * r['test_retention']:>9.1f}% "
+            f"{'' if before is None else f'{before:.4f}':>10}"
+        )
+    lines.append(f"run folder: {run_dir}")
+    print("\n".join(lines))
+
+
+def remove_startup_files(run_dir: Path) -> None:
+    """Undo what this run created before failing on bad input (only if nothing else is there)."""
+    if (run_dir / "checkpoints").exists() or (run_dir / "results.json").exists():
+        return
+    for name in STARTUP_FILES:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()  # only when empty
+
+
+def main(cfg: DictConfig) -> float | None:
+    """Hydra task: runs `run`, turns bad input into one line, always closes wandb.
+
+    Returns the full-width test Spearman so a Hydra sweeper can optimise it.
+    """
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        results = run(cfg, run_dir)
+        return results["test"][str(max(results["dims"]))]
+    except ConfigError as err:
+        remove_startup_files(run_dir)
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    finally:
+        if "wandb" in sys.modules:
+            import wandb
+
+            wandb.finish()

@@ -1,0 +1,102 @@
+"""Shared test fixtures: a tiny on-disk data mirror and Hydra composition of the real configs."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+SHARED = ROOT.parent / "shared"
+
+NOUNS = ["dog", "cat", "man", "woman", "child", "bird", "car", "horse", "girl", "boy"]
+VERBS = ["runs", "sleeps", "eats", "jumps", "sings", "reads", "swims", "plays"]
+PLACES = ["in the park", "at home", "on the beach", "in a car", "near the river"]
+
+
+def _sentence(rng: random.Random) -> str:
+    return f"A {rng.choice(NOUNS)} {rng.choice(VERBS)} {rng.choice(PLACES)}."
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def make_data_dir(root: Path, n_triplets: int = 48, n_pairs: int = 40, seed: int = 0) -> Path:
+    """A mirror with the layout of shared/data: allnli triplets and STS-B splits (0-5 scores)."""
+    rng = random.Random(seed)
+    triplets = [
+        {"anchor": f"{_sentence(rng)} #{i}", "positive": _sentence(rng), "negative": _sentence(rng)}
+        for i in range(n_triplets)
+    ]
+    write_jsonl(root / "allnli" / "triplets-train.jsonl", triplets)
+    write_jsonl(root / "allnli" / "triplets-dev.jsonl", triplets[:8])
+    for split in ("train", "validation", "test"):
+        pairs = [
+            {
+                "sentence1": _sentence(rng),
+                "sentence2": _sentence(rng),
+                "score": round(rng.uniform(0, 5), 2),
+            }
+            for _ in range(n_pairs)
+        ]
+        write_jsonl(root / "stsb" / f"{split}.jsonl", pairs)
+    return root
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch) -> Path:
+    """A tiny data mirror, exported as MRL_DATA_DIR for the test."""
+    root = make_data_dir(tmp_path / "data")
+    monkeypatch.setenv("MRL_DATA_DIR", str(root))
+    monkeypatch.delenv("MRL_MODEL_DIR", raising=False)
+    return root
+
+
+@pytest.fixture
+def compose_cfg():
+    """compose(overrides) -> the config `python train.py <overrides>` would get (with hydra)."""
+
+    def _compose(overrides: list[str]):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose("train", overrides=overrides, return_hydra_config=True)
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+needs_shared = pytest.mark.skipif(
+    not (SHARED / "data").is_dir() or not (SHARED / "models").is_dir(),
+    reason="../shared (real data and models) is not beside this checkout",
+)
+
+
+@pytest.fixture
+def run_main(compose_cfg):
+    """Runs `mrl.train.main` in-process as `python train.py <overrides>` would, in run_dir."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from mrl.train import main
+
+    def _run(overrides: list[str], run_dir: Path):
+        cfg = compose_cfg([*overrides, f"hydra.run.dir={run_dir}"])
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(run_dir)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return main(cfg)
+
+    return _run
+
+
+FAST = ["model=tiny", "trainer=cpu", "logger=csv", "callbacks.progress_bar=none"]

@@ -1,0 +1,118 @@
+import json
+
+import pytest
+import torch
+
+from mrl import hub
+from mrl.data import NoDuplicatesBatchSampler, Source, collate_texts, load_source
+from mrl.errors import ConfigError
+from tests.conftest import write_jsonl
+
+STSB_TEST = Source(
+    hub_id="sentence-transformers/stsb",
+    hub_split="test",
+    local_file="stsb/test.jsonl",
+    columns=("sentence1", "sentence2", "score"),
+    local_score_max=5.0,
+)
+TRIPLETS = Source(
+    hub_id="sentence-transformers/all-nli",
+    hub_subset="triplet",
+    hub_split="train",
+    local_file="allnli/triplets-train.jsonl",
+    columns=("anchor", "positive", "negative"),
+)
+
+
+def test_local_sts_scores_on_0_to_5_are_rescaled_to_0_to_1(data_dir):
+    raw = [json.loads(line)["score"] for line in (data_dir / "stsb/test.jsonl").open()]
+    ds = load_source(STSB_TEST)
+    assert ds["score"] == pytest.approx([s / 5 for s in raw])
+    assert max(raw) > 1  # the fixture really uses the 0-5 scale
+
+
+def test_out_of_range_scores_are_rejected(data_dir):
+    write_jsonl(data_dir / "stsb/test.jsonl", [{"sentence1": "a", "sentence2": "b", "score": 7}])
+    with pytest.raises(ConfigError, match=r"stsb/test.jsonl has scores in \[7.0, 7.0\]"):
+        load_source(STSB_TEST)
+
+
+def test_missing_column_names_file_and_column(data_dir):
+    write_jsonl(data_dir / "allnli/triplets-train.jsonl", [{"anchor": "a", "positive": "b"}])
+    with pytest.raises(ConfigError, match=r"triplets-train.jsonl lacks column\(s\) \['negative'\]"):
+        load_source(TRIPLETS)
+
+
+def test_missing_file_in_mirror(data_dir):
+    (data_dir / "allnli/triplets-train.jsonl").unlink()
+    with pytest.raises(ConfigError, match="MRL_DATA_DIR=.* has no allnli/triplets-train.jsonl"):
+        load_source(TRIPLETS)
+
+
+def test_offline_without_mirror_names_the_variables(monkeypatch):
+    monkeypatch.delenv("MRL_DATA_DIR", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub.hub_reachable.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match="MRL_DATA_DIR.*MRL_MODEL_DIR"):
+            load_source(TRIPLETS)
+    finally:
+        hub.hub_reachable.cache_clear()
+
+
+def _rows(n, dup_every=3):
+    # every `dup_every`-th row shares its positive with the previous row
+    rows = []
+    for i in range(n):
+        positive = f"p{i - 1}" if i % dup_every == 0 and i else f"p{i}"
+        rows.append((f"a{i}", positive, f"n{i}"))
+    return rows
+
+
+def test_batches_have_no_duplicate_texts_and_cover_every_row_once():
+    rows = _rows(100)
+    sampler = NoDuplicatesBatchSampler(rows, batch_size=16, seed=1)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(100))
+    for batch in batches:
+        texts = [t for i in batch for t in rows[i]]
+        assert len(texts) == len(set(texts))
+    assert len(sampler) == len(batches)
+
+
+def test_duplicates_are_allowed_when_switched_off():
+    rows = [("same", f"p{i}", f"n{i}") for i in range(8)]
+    assert [len(b) for b in NoDuplicatesBatchSampler(rows, 4, no_duplicates=False)] == [4, 4]
+    assert [len(b) for b in NoDuplicatesBatchSampler(rows, 4, no_duplicates=True)] == [1] * 8
+
+
+def test_order_depends_on_seed_and_epoch_only():
+    rows = _rows(64)
+    first = list(NoDuplicatesBatchSampler(rows, 8, seed=3))
+    assert first == list(NoDuplicatesBatchSampler(rows, 8, seed=3))
+    assert first != list(NoDuplicatesBatchSampler(rows, 8, seed=4))
+    sampler = NoDuplicatesBatchSampler(rows, 8, seed=3)
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+
+
+def test_ranks_split_the_same_global_batch():
+    rows = _rows(64)
+    global_batches = NoDuplicatesBatchSampler(rows, 8, seed=5).global_batches()
+    shards = [list(NoDuplicatesBatchSampler(rows, 8, seed=5, rank=r, world_size=2)) for r in (0, 1)]
+    for batch, left, right in zip(global_batches, *shards, strict=True):
+        assert sorted(left + right) == sorted(batch)
+
+
+def test_collate_stacks_columns_for_one_encode():
+    rows = [
+        {"anchor_ids": [1, 2, 3], "positive_ids": [4]},
+        {"anchor_ids": [5], "positive_ids": [6, 7]},
+    ]
+    batch = collate_texts(rows, ["anchor", "positive"], pad_id=0)
+    assert batch["n_rows"] == 2
+    assert batch["input_ids"].tolist() == [[1, 2, 3], [5, 0, 0], [4, 0, 0], [6, 7, 0]]
+    assert batch["attention_mask"].sum(1).tolist() == [3, 1, 1, 2]
+    assert "scores" not in batch
+    scored = collate_texts([{"s_ids": [1], "score": 0.5}], ["s"], pad_id=0)
+    assert torch.equal(scored["scores"], torch.tensor([0.5]))

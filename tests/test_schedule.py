@@ -1,0 +1,52 @@
+import pytest
+
+from mrl.errors import ConfigError
+from mrl.schedule import check_n_dims_per_step, dims_from_rule, resolve_dims, resolve_weights
+
+
+def test_pow2_rule_keeps_the_seed_ratio():
+    assert dims_from_rule(768) == [768, 512, 256, 128, 64]
+    assert dims_from_rule(384) == [384, 256, 128, 64, 32]
+    assert dims_from_rule(32) == [32, 16, 8, 4]
+    assert dims_from_rule(1024) == [1024, 512, 256, 128]  # 1024/12 = 85.3 -> min 85
+
+
+def test_halving_rule():
+    assert dims_from_rule(768, "halving", 1 / 16) == [768, 384, 192, 96, 48]
+
+
+def test_explicit_dims_override_rule_and_are_sorted():
+    assert resolve_dims(384, [32, 384, 128]) == [384, 128, 32]
+
+
+@pytest.mark.parametrize(
+    ("dims", "message"),
+    [
+        ([512, 64], "larger than the backbone's hidden size 384"),
+        ([], "is empty"),
+        ([128, 128, 64], "repeats [128]"),
+        ([128, 0], "positive int"),
+    ],
+)
+def test_bad_dims_name_the_field(dims, message):
+    with pytest.raises(ConfigError, match="matryoshka.dims") as err:
+        resolve_dims(384, dims)
+    assert message in str(err.value)
+
+
+def test_weights_follow_their_dims_when_dims_are_unsorted():
+    dims = resolve_dims(384, [32, 384])
+    assert resolve_weights(dims, [2.0, 1.0], given_dims=[32, 384]) == [1.0, 2.0]
+    assert resolve_weights(dims, None) == [1.0, 1.0]
+
+
+def test_weights_of_wrong_length_fail():
+    with pytest.raises(ConfigError, match="matryoshka.weights has 2 entries but there are 3 dims"):
+        resolve_weights([384, 128, 32], [1.0, 1.0])
+
+
+def test_n_dims_per_step_range():
+    check_n_dims_per_step(None, 5)
+    check_n_dims_per_step(2, 5)
+    with pytest.raises(ConfigError, match="n_dims_per_step=6"):
+        check_n_dims_per_step(6, 5)

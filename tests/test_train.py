@@ -1,0 +1,137 @@
+"""End-to-end runs of `train.py` with the tiny model on CPU: outputs, resume, bad input."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import FAST, ROOT
+
+
+@pytest.mark.parametrize("exp", ["allnli_mrl", "allnli_baseline"])
+def test_fast_dev_run_writes_results_and_curve(data_dir, run_main, tmp_path, exp):
+    run_dir = tmp_path / "run"
+    full = run_main([f"+exp={exp}", *FAST, "trainer.fast_dev_run=true"], run_dir)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["dims"] == [32, 16, 8, 4]
+    assert results["train_dims"] == ([32, 16, 8, 4] if exp == "allnli_mrl" else [32])
+    assert set(results["test"]) == set(results["validation"]) == {"32", "16", "8", "4"}
+    assert set(results["untrained_test"]) == {"32", "16", "8", "4"}
+    assert results["config"]["exp_name"] == exp
+    assert full == results["test"]["32"]
+    rows = list(csv.DictReader((run_dir / "curve.csv").open()))
+    assert [int(r["dim"]) for r in rows] == [32, 16, 8, 4]
+    assert float(rows[0]["test_retention"]) == pytest.approx(1.0)
+    assert (run_dir / "curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_short_run_logs_every_dim_resumes_and_overlays(data_dir, run_main, tmp_path):
+    run_dir = tmp_path / "mrl"
+    common = [*FAST, "data.batch_size=16", "trainer.log_every_n_steps=1"]
+    args = ["+exp=allnli_mrl", *common]
+    run_main([*args, "matryoshka.dims=[32,8]", "matryoshka.weights=[1.0,2.0]"], run_dir)
+    results = json.loads((run_dir / "results.json").read_text())
+    steps = results["global_step"]
+    assert steps >= 3 and results["weights"] == [1.0, 2.0]
+    assert set(results["validation"]) == {"32", "8"}
+    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    for key in ("val/spearman@32", "val/spearman@8", "test/spearman@8", "test/retention@8",
+                "untrained/spearman@8", "train/loss@32", "train/loss@8"):  # fmt: skip
+        assert key in header
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+    # a finished run is not re-run (and its results are not overwritten)
+    before = (run_dir / "results.json").stat().st_mtime_ns
+    run_main([*args, "matryoshka.dims=[32,8]"], run_dir)
+    assert (run_dir / "results.json").stat().st_mtime_ns == before
+
+    # ckpt_path=last continues from the saved step
+    (run_dir / "results.json").unlink()
+    run_main([*args, "matryoshka.dims=[32,8]", "trainer.max_epochs=2", "ckpt_path=last"], run_dir)
+    assert json.loads((run_dir / "results.json").read_text())["global_step"] == 2 * steps
+
+    # a baseline overlaid on the MRL run
+    base_dir = tmp_path / "base"
+    run_main(["+exp=allnli_baseline", *common, f"eval.compare_to={run_dir}"], base_dir)
+    assert (base_dir / "curve.png").is_file()
+
+
+def test_n_dims_per_step_trains_a_random_subset(data_dir, run_main, tmp_path):
+    from mrl.module import MatryoshkaModule
+
+    module = MatryoshkaModule("mrl/tiny-random-bert", n_dims_per_step=2)
+    picks = [tuple(w != 0 for w in module.step_weights()) for _ in range(20)]
+    assert all(sum(p) == 2 for p in picks) and len(set(picks)) > 1
+    baseline = MatryoshkaModule("mrl/tiny-random-bert", matryoshka=False, n_dims_per_step=2)
+    assert baseline.step_weights() == [1.0, 0.0, 0.0, 0.0] and baseline.train_dims == [32]
+
+    run_dir = tmp_path / "run"
+    run_main(
+        ["+exp=allnli_mrl", *FAST, "trainer.max_steps=2", "matryoshka.n_dims_per_step=2"], run_dir
+    )
+    assert json.loads((run_dir / "results.json").read_text())["global_step"] == 2
+
+
+def test_wandb_offline_run(data_dir, run_main, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run_dir = tmp_path / "run"
+    args = ["+exp=allnli_mrl", "model=tiny", "trainer=cpu", "callbacks.progress_bar=none"]
+    run_main([*args, "logger=wandb", "trainer.max_steps=2", "data.batch_size=8"], run_dir)
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert runs and any(p.suffix == ".wandb" for p in runs[0].iterdir())
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("matryoshka.dims=[64,32]", "matryoshka.dims holds 64, larger than the backbone"),
+        ("matryoshka.dims=[]", "matryoshka.dims is empty"),
+        ("matryoshka.dims=[16,16]", "matryoshka.dims repeats [16]"),
+        ("matryoshka.weights=[1,1]", "matryoshka.weights has 2 entries but there are 4 dims"),
+        ("eval.compare_to=/nonexistent", "eval.compare_to='/nonexistent' holds no results.json"),
+    ],
+)
+def test_bad_config_is_one_line_and_leaves_no_run_folder(
+    data_dir, run_main, tmp_path, capsys, override, message
+):
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(["+exp=allnli_mrl", *FAST, override], run_dir)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    assert not run_dir.exists()
+
+
+def test_data_file_missing_a_column(data_dir, run_main, tmp_path, capsys):
+    (data_dir / "stsb/validation.jsonl").write_text('{"sentence1": "a", "score": 1.0}\n')
+    with pytest.raises(SystemExit):
+        run_main(["+exp=allnli_mrl", *FAST], tmp_path / "run")
+    err = capsys.readouterr().err.strip()
+    assert "validation.jsonl lacks column(s) ['sentence2']" in err
+    assert not (tmp_path / "run").exists()
+
+
+def _cli(args, tmp_path, data_dir):
+    env = {**os.environ, "MRL_DATA_DIR": str(data_dir), "MRL_OUTPUT_DIR": str(tmp_path / "out")}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_cli_bad_input_exits_nonzero_without_traceback(data_dir, tmp_path):
+    unknown = _cli(["+exp=nope", "model=tiny"], tmp_path, data_dir)
+    assert unknown.returncode != 0
+    assert "Could not find 'exp/nope'" in unknown.stderr and "Traceback" not in unknown.stderr
+
+    too_big = _cli(["+exp=allnli_mrl", *FAST, "matryoshka.dims=[999]"], tmp_path, data_dir)
+    assert too_big.returncode == 2 and "Traceback" not in too_big.stderr
+    assert too_big.stderr.strip().splitlines()[-1].startswith("error: matryoshka.dims holds 999")
+    assert not list((tmp_path / "out").rglob("*.yaml"))  # no half-made run folder

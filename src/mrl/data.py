@@ -131,6 +131,8 @@ class NoDuplicatesBatchSampler(Sampler[list[int]]):
 
     A row whose text is already in the batch waits for the next batch. The global batch is
     the same on every rank (same seed and epoch); rank r takes rows r, r + world_size, ...
+    Under several ranks each global batch is cut to a multiple of world_size (the rows cut
+    off start the next batch), so every rank gets the same number of rows to gather.
     """
 
     def __init__(
@@ -174,9 +176,13 @@ class NoDuplicatesBatchSampler(Sampler[list[int]]):
                     continue
                 batch.append(idx)
                 seen.update(texts)
+            cut = len(batch) % self.world_size
+            if cut and remaining:
+                waiting.extend(batch[-cut:])
+                batch = batch[:-cut]
             remaining.extendleft(reversed(waiting))
             if len(batch) >= self.world_size:
-                batches.append(batch)
+                batches.append(batch[: len(batch) - len(batch) % self.world_size])
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -231,10 +237,10 @@ class MatryoshkaDataModule(L.LightningDataModule):
                 ds, tokenizer, source.text_columns, self.hparams.max_seq_length
             )
 
-    def _loader(self, split: str, **batching) -> DataLoader:
+    def _loader(self, split: str, ds: datasets.Dataset, **batching) -> DataLoader:
         columns = self.sources[split].text_columns
         return DataLoader(
-            self.splits[split],
+            ds,
             num_workers=self.hparams.num_workers,
             collate_fn=lambda rows: collate_texts(rows, columns, self.pad_id),
             **batching,
@@ -253,10 +259,26 @@ class MatryoshkaDataModule(L.LightningDataModule):
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
         )
-        return self._loader("train", batch_sampler=sampler)
+        return self._loader("train", ds, batch_sampler=sampler)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        """Rank r of W gets the r-th contiguous block of ceil(N / W) pairs; the module gathers
+        the blocks back in order and drops the tail padding, so metrics see each pair once."""
+        ds = self.splits[split]
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            block = eval_block(len(ds), trainer.global_rank, trainer.world_size)
+            ds = ds.select(range(block.start, block.stop))
+        return self._loader(split, ds, batch_size=self.hparams.eval_batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", batch_size=self.hparams.eval_batch_size)
+        return self._eval_loader("validation")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", batch_size=self.hparams.eval_batch_size)
+        return self._eval_loader("test")
+
+
+def eval_block(n_rows: int, rank: int, world_size: int) -> range:
+    """The contiguous rows of an evaluation set that `rank` encodes (may be empty at the tail)."""
+    size = -(-n_rows // world_size)
+    return range(min(rank * size, n_rows), min((rank + 1) * size, n_rows))

@@ -26,9 +26,32 @@ def mnrl_loss(anchors: torch.Tensor, candidates: torch.Tensor, scale: float = 20
     return _cross_entropy_on_diagonal(scores)
 
 
-def _cross_entropy_on_diagonal(scores: torch.Tensor) -> torch.Tensor:
-    labels = torch.arange(scores.shape[0], device=scores.device)
+def _cross_entropy_on_diagonal(scores: torch.Tensor, label_offset: int = 0) -> torch.Tensor:
+    labels = label_offset + torch.arange(scores.shape[0], device=scores.device)
     return F.cross_entropy(scores.float(), labels)
+
+
+def split_global_batch(
+    local: torch.Tensor, gathered: torch.Tensor, n_rows: int, rank: int
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """This rank's anchors, the candidates of the GLOBAL batch, and the anchors' label offset.
+
+    `local` is this rank's embeddings (columns stacked: n_rows anchors, n_rows positives, then
+    n_rows hard negatives if any); `gathered` is the same from every rank (world x rows x dim),
+    gathered once at full width with gradient. Candidates are all positives of all ranks, then
+    all negatives, so anchor i of rank r has its positive at r * n_rows + i. Each rank's loss
+    is the mean over its own anchors; DDP's gradient average then equals the gradient of the
+    single-process loss over the global batch.
+    """
+    world, rows, dim = gathered.shape
+    n_columns = rows // n_rows
+    candidates = torch.cat(
+        [
+            gathered[:, c * n_rows : (c + 1) * n_rows].reshape(world * n_rows, dim)
+            for c in range(1, n_columns)
+        ]
+    )
+    return local[:n_rows], candidates, rank * n_rows
 
 
 def prefix_cosine_similarities(
@@ -68,16 +91,20 @@ def matryoshka_mnrl_loss(
     dims: Sequence[int],
     weights: Sequence[float],
     scale: float = 20.0,
+    label_offset: int = 0,
 ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """Weighted sum over `dims` of MNRL on each re-normalised prefix, and each dim's own loss.
 
     A dim with weight 0 is left out of the sum (no gradient) but its loss is still returned,
     so a run that trains some dims (the baseline, `n_dims_per_step`) can log all of them.
     With a single dim equal to the full width and weight 1 this is exactly `mnrl_loss`.
+    `label_offset` is where anchor 0's positive sits among the candidates (see
+    `split_global_batch`).
     """
     sims = prefix_cosine_similarities(anchors, candidates, dims)
     per_dim = {
-        d: _cross_entropy_on_diagonal(scale * sim) for d, sim in zip(dims, sims, strict=True)
+        d: _cross_entropy_on_diagonal(scale * sim, label_offset)
+        for d, sim in zip(dims, sims, strict=True)
     }
     total = sum(w * per_dim[d] for d, w in zip(dims, weights, strict=True) if w != 0)
     return total, per_dim

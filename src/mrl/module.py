@@ -10,7 +10,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from mrl.encoder import Encoder, backbone_hidden_size
 from mrl.evaluation import retention, spearman_by_dim
-from mrl.losses import matryoshka_mnrl_loss
+from mrl.losses import matryoshka_mnrl_loss, split_global_batch
 from mrl.schedule import check_n_dims_per_step, resolve_dims, resolve_weights
 
 
@@ -70,9 +70,20 @@ class MatryoshkaModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         embeddings = self.encode(batch)  # one encode: anchors, then positives and negatives
-        anchors, candidates = embeddings[: batch["n_rows"]], embeddings[batch["n_rows"] :]
+        if self.trainer.world_size > 1:  # one gather of the full width, with gradient
+            gathered = self.all_gather(embeddings, sync_grads=True)
+        else:
+            gathered = embeddings[None]
+        anchors, candidates, offset = split_global_batch(
+            embeddings, gathered, batch["n_rows"], self.global_rank
+        )
         loss, per_dim = matryoshka_mnrl_loss(
-            anchors, candidates, self.dims, self.step_weights(), scale=self.hparams.scale
+            anchors,
+            candidates,
+            self.dims,
+            self.step_weights(),
+            scale=self.hparams.scale,
+            label_offset=offset,
         )
         batch_size = anchors.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
@@ -93,15 +104,39 @@ class MatryoshkaModule(L.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch)
 
-    def _eval_epoch_end(self, prefix: str) -> None:
-        left, right, scores = (torch.cat(parts) for parts in zip(*self._eval_outputs, strict=True))
+    def _gather_eval_outputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """All ranks' (sentence1, sentence2, score) rows in dataset order, each pair once."""
+        hidden = self.encoder.backbone.config.hidden_size
+        if self._eval_outputs:
+            left, right, scores = (torch.cat(p) for p in zip(*self._eval_outputs, strict=True))
+        else:  # a rank whose block of the eval set is empty
+            left = right = torch.zeros(0, hidden, device=self.device)
+            scores = torch.zeros(0, device=self.device)
         self._eval_outputs.clear()
+        world = self.trainer.world_size
+        if world == 1:
+            return left, right, scores
+        n_total = int(self.all_gather(torch.tensor(len(scores), device=self.device)).sum())
+        block = -(-n_total // world)
+        pad = block - len(scores)
+        padded = [
+            torch.nn.functional.pad(t, (0, 0, 0, pad)) for t in (left, right, scores[:, None])
+        ]
+        # blocks are contiguous and only the tail is padding: concatenate, then cut
+        left, right, scores = (
+            self.all_gather(t).reshape(world * block, -1)[:n_total] for t in padded
+        )
+        return left, right, scores[:, 0]
+
+    def _eval_epoch_end(self, prefix: str) -> None:
+        left, right, scores = self._gather_eval_outputs()
         spearman = spearman_by_dim(left, right, scores, self.dims)
         self.eval_results[prefix] = spearman
+        # every rank holds the same gathered set and the same values; sync_dist just agrees
         for dim, value in spearman.items():
-            self.log(f"{prefix}/spearman@{dim}", value)
+            self.log(f"{prefix}/spearman@{dim}", value, sync_dist=True)
         for dim, value in retention(spearman).items():
-            self.log(f"{prefix}/retention@{dim}", value)
+            self.log(f"{prefix}/retention@{dim}", value, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")

@@ -194,7 +194,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             trainer.test(module, datamodule=datamodule, verbose=False)
             module.test_prefix = "test"
             untrained = {str(d): v for d, v in module.eval_results["untrained"].items()}
-            write_atomic(untrained_file, json.dumps(untrained, indent=2))
+            if trainer.is_global_zero:
+                write_atomic(untrained_file, json.dumps(untrained, indent=2))
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     trainer.test(module, datamodule=datamodule, verbose=False)

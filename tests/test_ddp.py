@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from mrl.cached import cached_step
 from mrl.data import collate_texts
 from mrl.encoder import TINY_BACKBONE, Encoder, tiny_tokenizer
 from mrl.losses import matryoshka_mnrl_loss, split_global_batch
@@ -40,24 +41,39 @@ def _encoder():
     return encoder
 
 
-def _loss(encoder, rows, pad_id, rank=0, world=1):
-    batch = collate_texts(rows, ["anchor", "positive", "negative"], pad_id)
-    embeddings = encoder(batch["input_ids"], batch["attention_mask"])
+def _collate(rows, pad_id):
+    return collate_texts(rows, ["anchor", "positive", "negative"], pad_id)
+
+
+def _loss_on(embeddings, n_rows, rank=0, world=1):
     if world > 1:
         gathered = torch.stack(torch.distributed.nn.functional.all_gather(embeddings))
     else:
         gathered = embeddings[None]
-    anchors, candidates, offset = split_global_batch(embeddings, gathered, len(rows), rank)
-    loss, _ = matryoshka_mnrl_loss(anchors, candidates, DIMS, WEIGHTS, 20.0, offset)
-    return loss
+    anchors, candidates, offset = split_global_batch(embeddings, gathered, n_rows, rank)
+    return matryoshka_mnrl_loss(anchors, candidates, DIMS, WEIGHTS, 20.0, offset)
 
 
-def _worker(rank, world, port, out):
+def _loss(encoder, rows, pad_id, rank=0, world=1):
+    batch = _collate(rows, pad_id)
+    embeddings = encoder(batch["input_ids"], batch["attention_mask"])
+    return _loss_on(embeddings, len(rows), rank, world)[0]
+
+
+def _worker(rank, world, port, out, cached):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     model = torch.nn.parallel.DistributedDataParallel(_encoder())
     rows, pad_id = _global_batch()
-    _loss(model, rows[rank::world], pad_id, rank, world).backward()  # the sampler's sharding
+    local = rows[rank::world]  # the sampler's sharding
+    if cached:
+        batch = _collate(local, pad_id)
+        cached_step(
+            model, batch["input_ids"], batch["attention_mask"], 3,
+            lambda emb: _loss_on(emb, len(local), rank, world), no_sync=model.no_sync,
+        )  # fmt: skip
+    else:
+        _loss(model, local, pad_id, rank, world).backward()
     if rank == 0:
         torch.save({n: p.grad for n, p in model.module.named_parameters()}, out)
     dist.destroy_process_group()
@@ -69,9 +85,10 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_ddp_gradient_equals_single_process_gradient_on_the_global_batch(tmp_path):
+@pytest.mark.parametrize("cached", [False, True], ids=["plain", "cached"])
+def test_ddp_gradient_equals_single_process_gradient_on_the_global_batch(tmp_path, cached):
     out = tmp_path / "ddp_grads.pt"
-    mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _free_port(), str(out), cached), nprocs=2, join=True)
     ddp_grads = torch.load(out, weights_only=True)
 
     encoder = _encoder()

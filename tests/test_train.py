@@ -135,3 +135,43 @@ def test_cli_bad_input_exits_nonzero_without_traceback(data_dir, tmp_path):
     assert too_big.returncode == 2 and "Traceback" not in too_big.stderr
     assert too_big.stderr.strip().splitlines()[-1].startswith("error: matryoshka.dims holds 999")
     assert not list((tmp_path / "out").rglob("*.yaml"))  # no half-made run folder
+
+
+def test_cached_mode_trains_with_a_random_subset_of_dims(data_dir, run_main, tmp_path):
+    run_dir = tmp_path / "run"
+    run_main(
+        ["+exp=allnli_mrl", *FAST, "trainer.max_steps=3", "data.batch_size=16",
+         "loss.cached_mini_batch_size=4", "matryoshka.n_dims_per_step=2",
+         "trainer.log_every_n_steps=1"],
+        run_dir,
+    )  # fmt: skip
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["global_step"] == 3
+    lrs = [r["lr-AdamW/pg1"] for r in csv.DictReader((run_dir / "csv/metrics.csv").open())
+           if r.get("lr-AdamW/pg1")]  # fmt: skip
+    assert len(set(lrs)) > 1  # the scheduler steps in cached mode too
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["loss.cached_mini_batch_size=999"], "loss.cached_mini_batch_size=999 must be between"),
+        (["loss.cached_mini_batch_size=4", "trainer.gradient_clip_val=1.0"], "cannot be combined"),
+        (["trainer=gpu"], "no CUDA device is visible"),
+        (["trainer=ddp"], "no CUDA device is visible"),
+        (["trainer.precision=16-mixed"], "not available on the CPU"),
+    ],
+)
+def test_impossible_combinations_are_one_line(
+    data_dir, run_main, tmp_path, capsys, overrides, message
+):
+    if "trainer=gpu" in overrides[0] or "trainer=ddp" in overrides[0]:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+    with pytest.raises(SystemExit):
+        run_main(["+exp=allnli_mrl", *FAST, *overrides], tmp_path / "run")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "run").exists()

@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from transformers import get_linear_schedule_with_warmup
 
+from mrl.cached import cached_step
 from mrl.encoder import Encoder, backbone_hidden_size
 from mrl.evaluation import retention, spearman_by_dim
 from mrl.losses import matryoshka_mnrl_loss, split_global_batch
@@ -34,6 +35,7 @@ class MatryoshkaModule(L.LightningModule):
         n_dims_per_step: int | None = None,
         matryoshka: bool = True,
         scale: float = 20.0,
+        cached_mini_batch_size: int | None = None,
         lr: float = 2e-5,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
@@ -48,6 +50,8 @@ class MatryoshkaModule(L.LightningModule):
         self.train_weights = self.weights if matryoshka else [1.0] + [0.0] * (len(self.dims) - 1)
         self.encoder = Encoder(backbone, pooling, chunk_size)
         self.test_prefix = "test"  # train.py sets "untrained" to score the backbone before fit
+        # cached mode back-propagates mini-batch by mini-batch, so it steps the optimizer itself
+        self.automatic_optimization = cached_mini_batch_size is None
         self._eval_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.eval_results: dict[str, dict[int, float]] = {}
 
@@ -68,28 +72,51 @@ class MatryoshkaModule(L.LightningModule):
         keep = set(random.sample(trained, n))
         return [w if i in keep else 0.0 for i, w in enumerate(self.train_weights)]
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        embeddings = self.encode(batch)  # one encode: anchors, then positives and negatives
+    def loss_on_embeddings(
+        self, embeddings: torch.Tensor, n_rows: int, weights: list[float]
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """The Matryoshka loss of this rank's anchors against the global batch's candidates."""
         if self.trainer.world_size > 1:  # one gather of the full width, with gradient
             gathered = self.all_gather(embeddings, sync_grads=True)
         else:
             gathered = embeddings[None]
         anchors, candidates, offset = split_global_batch(
-            embeddings, gathered, batch["n_rows"], self.global_rank
+            embeddings, gathered, n_rows, self.global_rank
         )
-        loss, per_dim = matryoshka_mnrl_loss(
-            anchors,
-            candidates,
-            self.dims,
-            self.step_weights(),
-            scale=self.hparams.scale,
-            label_offset=offset,
+        return matryoshka_mnrl_loss(
+            anchors, candidates, self.dims, weights, self.hparams.scale, label_offset=offset
         )
-        batch_size = anchors.shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        n_rows, weights = batch["n_rows"], self.step_weights()
+        if self.automatic_optimization:
+            embeddings = self.encode(batch)  # one encode: anchors, then positives and negatives
+            loss, per_dim = self.loss_on_embeddings(embeddings, n_rows, weights)
+        else:
+            loss, per_dim = self._cached_training_step(batch, n_rows, weights)
+        self.log("train/loss", loss, prog_bar=True, batch_size=n_rows)
         for dim, value in per_dim.items():
-            self.log(f"train/loss@{dim}", value.detach(), batch_size=batch_size)
+            self.log(f"train/loss@{dim}", value.detach(), batch_size=n_rows)
         return loss
+
+    def _cached_training_step(self, batch: dict, n_rows: int, weights: list[float]):
+        """Cached mode (`loss.cached_mini_batch_size`): see `mrl.cached`; steps the optimizer."""
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        strategy = self.trainer.strategy
+        no_sync = strategy.block_backward_sync if self.trainer.world_size > 1 else None
+        loss, per_dim = cached_step(
+            self.encoder,
+            batch["input_ids"],
+            batch["attention_mask"],
+            self.hparams.cached_mini_batch_size,
+            lambda embeddings: self.loss_on_embeddings(embeddings, n_rows, weights),
+            backward=self.manual_backward,
+            no_sync=no_sync,
+        )
+        optimizer.step()
+        optimizer.zero_grad()
+        scheduler.step()
+        return loss, per_dim
 
     # ---- evaluation: encode each STS sentence once, Spearman at every dim at epoch end ----
 

@@ -46,6 +46,7 @@ def module_args(cfg: DictConfig) -> dict:
         "n_dims_per_step": m.n_dims_per_step,
         "matryoshka": m.enabled,
         "scale": cfg.loss.scale,
+        "cached_mini_batch_size": cfg.loss.cached_mini_batch_size,
         "lr": cfg.optim.lr,
         "weight_decay": cfg.optim.weight_decay,
         "warmup_ratio": cfg.optim.warmup_ratio,
@@ -146,6 +147,46 @@ def trainer_args(cfg: DictConfig) -> dict:
     return args
 
 
+def check_combinations(cfg: DictConfig, trainer: dict) -> None:
+    """Options that are each valid but impossible together, or on this machine: one line each."""
+    mini = cfg.loss.cached_mini_batch_size
+    if mini is not None:
+        if mini < 1 or mini > cfg.data.batch_size:
+            raise ConfigError(
+                f"loss.cached_mini_batch_size={mini} must be between 1 and data.batch_size="
+                f"{cfg.data.batch_size}; pick a mini-batch smaller than the batch (e.g. 32)."
+            )
+        if trainer.get("gradient_clip_val") or trainer.get("accumulate_grad_batches", 1) != 1:
+            raise ConfigError(
+                "loss.cached_mini_batch_size steps the optimizer itself and cannot be combined "
+                "with trainer.gradient_clip_val or trainer.accumulate_grad_batches; unset those "
+                "(a larger data.batch_size is what accumulation would give you)."
+            )
+    accelerator, devices = trainer.get("accelerator"), trainer.get("devices")
+    precision = str(trainer.get("precision"))
+    if accelerator in ("gpu", "cuda"):
+        available = torch.cuda.device_count()
+        if available == 0:
+            raise ConfigError(
+                f"trainer.accelerator={accelerator} but no CUDA device is visible; "
+                "use trainer=cpu (or check CUDA_VISIBLE_DEVICES)."
+            )
+        if isinstance(devices, int) and devices > available:
+            raise ConfigError(
+                f"trainer.devices={devices} but this machine has {available} GPU(s); "
+                f"use trainer.devices={available} or trainer.devices=auto."
+            )
+        if precision.startswith("bf16") and not torch.cuda.is_bf16_supported():
+            raise ConfigError(
+                f"trainer.precision={precision} but {torch.cuda.get_device_name()} has no bf16; "
+                "use trainer.precision=16-mixed."
+            )
+    if accelerator == "cpu" and precision.startswith("16"):
+        raise ConfigError(
+            f"trainer.precision={precision} is not available on the CPU; use 32-true or bf16-mixed."
+        )
+
+
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     """`last` -> this run's last.ckpt (must exist); null -> resume if this run folder has one."""
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -171,6 +212,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
     L.seed_everything(cfg.seed, workers=True)
     compare = [load_results(cfg.eval.compare_to)] if cfg.eval.compare_to else None
+    trainer_kwargs = trainer_args(cfg)
+    check_combinations(cfg, trainer_kwargs)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)
     module = MatryoshkaModule(**module_args(cfg))  # checks dims/weights against the backbone
     datamodule = MatryoshkaDataModule(**datamodule_args(cfg))
@@ -178,7 +221,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     log.info("dims %s, trained dims %s, weights %s", module.dims, module.train_dims, module.weights)
 
     trainer = L.Trainer(
-        **trainer_args(cfg),
+        **trainer_kwargs,
         logger=build_loggers(cfg, run_dir) or False,
         callbacks=build_callbacks(cfg, run_dir),
         default_root_dir=run_dir,

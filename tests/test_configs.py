@@ -91,3 +91,27 @@ def test_run_folder_is_keyed_by_experiment_seed_and_overrides(compose_cfg, monke
     c = run_dir(["+exp=allnli_mrl", "model=tiny", "seed=2", "trainer.max_steps=3"])
     d = run_dir(["+exp=allnli_mrl", "model=tiny", "seed=1"])
     assert len({a, b, c, d}) == 4
+
+
+def test_slurm_launcher_config_composes(compose_cfg):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    cfg = compose_cfg(["+exp=allnli_mrl", "trainer=ddp", "hydra/launcher=slurm"])
+    assert cfg.hydra.launcher.tasks_per_node == cfg.hydra.launcher.gpus_per_node
+
+
+def test_resume_picks_the_newest_checkpoint(tmp_path):
+    import os
+
+    from mrl.train import resolve_ckpt_path
+
+    assert resolve_ckpt_path(None, tmp_path) is None
+    (tmp_path / "checkpoints").mkdir()
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.write_bytes(b"x")
+    hpc = tmp_path / "hpc_ckpt_1.ckpt"
+    hpc.write_bytes(b"x")
+    os.utime(last, (1, 1))
+    assert resolve_ckpt_path(None, tmp_path) == str(hpc)
+    os.utime(hpc, (0, 0))
+    assert resolve_ckpt_path(None, tmp_path) == str(last)
+    assert resolve_ckpt_path("last", tmp_path) == str(last)

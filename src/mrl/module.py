@@ -175,13 +175,14 @@ class MatryoshkaModule(L.LightningModule):
         decay, no_decay = [], []
         for name, param in self.named_parameters():
             (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.hparams.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.hparams.lr,
-        )
+        groups = [
+            {"params": decay, "weight_decay": self.hparams.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        try:  # the fused kernel is several times faster than the per-tensor loop, CPU included
+            optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, fused=True)
+        except RuntimeError:
+            optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr)
         total = self.trainer.estimated_stepping_batches
         scheduler = get_linear_schedule_with_warmup(
             optimizer, int(self.hparams.warmup_ratio * total), max(total, 1)

@@ -188,7 +188,9 @@ def check_combinations(cfg: DictConfig, trainer: dict) -> None:
 
 
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """`last` -> this run's last.ckpt (must exist); null -> resume if this run folder has one."""
+    """`last` -> this run's last.ckpt (must exist); null -> resume from the newest checkpoint
+    this run folder has: last.ckpt, or hpc_ckpt_N.ckpt that Lightning writes on SLURM's requeue
+    signal."""
     last = run_dir / "checkpoints" / "last.ckpt"
     if ckpt_path == "last":
         if not last.is_file():
@@ -197,7 +199,8 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
             )
         return str(last)
     if ckpt_path is None:
-        return str(last) if last.is_file() else None
+        found = [p for p in [last, *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+        return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
     if not Path(ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={ckpt_path!r} is not a file; give a .ckpt path or 'last'.")
     return ckpt_path

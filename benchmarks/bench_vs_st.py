@@ -1,0 +1,319 @@
+"""Side-by-side benchmark: our training/evaluation against sentence-transformers, in one run.
+
+Usage (offline, from the repository root; needs `pip install -e ".[bench]"`):
+
+    MRL_DATA_DIR=../shared/data MRL_MODEL_DIR=../shared/models \
+        python benchmarks/bench_vs_st.py --part all
+
+Parts (each prints its ratio; `all` runs them in this order):
+  train     training samples/s, ours / sentence-transformers' SentenceTransformerTrainer with
+            MatryoshkaLoss(MultipleNegativesRankingLoss): same backbone, triplets, batch size,
+            sequence length, fp32, dims and no-duplicates batches; rounds alternate ours/theirs.
+  overhead  our MRL step / our plain (baseline) step, alternating rounds.
+  eval      STS-B test at 5 dims: ours (encode once, Spearman per dim) vs theirs
+            (one EmbeddingSimilarityEvaluator with truncate_dim per dim), alternating.
+  memory    peak resident memory of cached mode at batch 1024 vs plain mode at batch 64, each
+            in a fresh process (2 steps), total and above the pre-training baseline.
+
+Step times exclude the first `--warmup` steps of each round (start-up, allocator warm-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DIMS = [384, 256, 128, 64, 32]
+RSS_AT_TRAIN_START: list[float] = []
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose("train", overrides=["+exp=allnli_mrl", "model=minilm_l6", *overrides])
+
+
+# ------------------------------------------------------------------ ours
+
+
+def our_step_times(batch: int, steps: int, seq_len: int, overrides: list[str]) -> list[float]:
+    import lightning as L
+
+    from mrl.data import MatryoshkaDataModule
+    from mrl.module import MatryoshkaModule
+    from mrl.train import datamodule_args, module_args
+
+    cfg = compose(
+        [
+            f"data.batch_size={batch}",
+            f"data.max_seq_length={seq_len}",
+            f"data.max_train_samples={batch * (steps + 2)}",
+            *overrides,
+        ]
+    )
+    times: list[float] = []
+
+    class StepTimer(L.Callback):
+        def on_train_start(self, *args):
+            RSS_AT_TRAIN_START.append(_rss_mb())  # model loaded, data tokenized
+
+        def on_train_batch_start(self, *args):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, *args):
+            times.append(time.perf_counter() - self.start)
+
+    L.seed_everything(0, verbose=False)
+    module = MatryoshkaModule(**module_args(cfg))
+    datamodule = MatryoshkaDataModule(**datamodule_args(cfg))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        precision="32-true",
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        callbacks=[StepTimer()],
+    )
+    trainer.fit(module, datamodule=datamodule)
+    return times
+
+
+def our_eval_seconds(eval_batch: int) -> tuple[float, dict[int, float]]:
+    """Wall time of `trainer.validate` on STS-B test (tokenized once in setup, not timed)."""
+    import lightning as L
+
+    from mrl.data import MatryoshkaDataModule
+    from mrl.module import MatryoshkaModule
+    from mrl.train import datamodule_args, module_args
+
+    cfg = compose([f"eval.batch_size={eval_batch}"])
+    args = datamodule_args(cfg)
+    args["validation"] = args["test"]  # score STS-B test in the validation loop
+    module = MatryoshkaModule(**module_args(cfg))
+    datamodule = MatryoshkaDataModule(**args)
+    datamodule.setup("validate")
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    start = time.perf_counter()
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    return time.perf_counter() - start, module.eval_results["val"]
+
+
+# ------------------------------------------------------------------ sentence-transformers
+
+
+def _st_model(seq_len: int):
+    from sentence_transformers import SentenceTransformer
+
+    from mrl.encoder import resolve_backbone
+
+    model = SentenceTransformer(
+        resolve_backbone("sentence-transformers/all-MiniLM-L6-v2"), device="cpu"
+    )
+    model.max_seq_length = seq_len
+    return model
+
+
+def st_step_times(batch: int, steps: int, seq_len: int) -> list[float]:
+    import datasets
+    from sentence_transformers import (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+        losses,
+    )
+    from sentence_transformers.training_args import BatchSamplers
+    from transformers import TrainerCallback
+
+    from mrl.data import Source, load_source
+
+    cfg = compose([])
+    train = load_source(Source.from_config(cfg.data.train)).select(range(batch * (steps + 2)))
+    train = datasets.Dataset.from_dict({c: train[c] for c in ("anchor", "positive", "negative")})
+    times: list[float] = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, *args, **kwargs):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, *args, **kwargs):
+            times.append(time.perf_counter() - self.start)
+
+    model = _st_model(seq_len)
+    loss = losses.MatryoshkaLoss(model, losses.MultipleNegativesRankingLoss(model), DIMS)
+    with tempfile.TemporaryDirectory() as out:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=out,
+            per_device_train_batch_size=batch,
+            max_steps=steps,
+            learning_rate=2e-5,
+            warmup_ratio=0.1,
+            batch_sampler=BatchSamplers.NO_DUPLICATES,
+            save_strategy="no",
+            report_to="none",
+            logging_steps=10_000,
+            use_cpu=True,
+            seed=0,
+            disable_tqdm=True,
+            dataloader_drop_last=True,
+        )
+        trainer = SentenceTransformerTrainer(
+            model=model, args=args, train_dataset=train, loss=loss, callbacks=[StepTimer()]
+        )
+        trainer.train()
+    return times
+
+
+def st_eval_seconds(eval_batch: int) -> tuple[float, dict[int, float]]:
+    from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator
+
+    from mrl.data import Source, load_source
+
+    test = load_source(Source.from_config(compose([]).eval.test))
+    model = _st_model(128)
+    start = time.perf_counter()
+    scores = {}
+    for dim in DIMS:
+        evaluator = EmbeddingSimilarityEvaluator(
+            test["sentence1"],
+            test["sentence2"],
+            test["score"],
+            batch_size=2 * eval_batch,
+            name=f"sts-test-{dim}",
+            truncate_dim=dim,
+            write_csv=False,
+            similarity_fn_names=["cosine"],
+        )
+        result = evaluator(model)
+        scores[dim] = result[f"sts-test-{dim}_spearman_cosine"]
+    return time.perf_counter() - start, scores
+
+
+# ------------------------------------------------------------------ parts
+
+
+def steady(times: list[float], warmup: int) -> list[float]:
+    return times[warmup:]
+
+
+def part_train(a) -> None:
+    ours, theirs = [], []
+    for r in range(a.rounds):
+        ours += steady(our_step_times(a.batch, a.steps, a.seq_len, []), a.warmup)
+        theirs += steady(st_step_times(a.batch, a.steps, a.seq_len), a.warmup)
+        print(f"  round {r + 1}: ours {statistics.median(ours):.2f} s/step, "
+              f"theirs {statistics.median(theirs):.2f} s/step", flush=True)  # fmt: skip
+    o, t = statistics.median(ours), statistics.median(theirs)
+    print(
+        f"train: batch {a.batch} triplets, seq {a.seq_len}, fp32, {len(ours)}+{len(theirs)} "
+        f"steps: ours {a.batch / o:.2f} samples/s, sentence-transformers {a.batch / t:.2f} "
+        f"samples/s -> ratio ours/theirs = {t / o:.2f}x"
+    )
+
+
+def part_overhead(a) -> None:
+    mrl, plain = [], []
+    for r in range(a.rounds):
+        mrl += steady(our_step_times(a.batch, a.steps, a.seq_len, []), a.warmup)
+        plain += steady(
+            our_step_times(a.batch, a.steps, a.seq_len, ["matryoshka.enabled=false"]), a.warmup
+        )
+        print(f"  round {r + 1}: MRL {statistics.median(mrl):.3f} s/step, "
+              f"plain {statistics.median(plain):.3f} s/step", flush=True)  # fmt: skip
+    m, p = statistics.median(mrl), statistics.median(plain)
+    print(
+        f"overhead: MRL step {m:.3f} s, plain step {p:.3f} s (medians of {len(mrl)} steps each) "
+        f"-> MRL / plain = {m / p:.3f}x"
+    )
+
+
+def part_eval(a) -> None:
+    ours, theirs = [], []
+    for _ in range(a.rounds):
+        seconds, our_scores = our_eval_seconds(a.eval_batch)
+        ours.append(seconds)
+        seconds, their_scores = st_eval_seconds(a.eval_batch)
+        theirs.append(seconds)
+    diff = max(abs(our_scores[d] - their_scores[d]) for d in DIMS)
+    print(
+        f"eval: STS-B test (1379 pairs) at {len(DIMS)} dims: ours {min(ours):.1f} s, "
+        f"sentence-transformers {min(theirs):.1f} s (best of {a.rounds}) -> "
+        f"ours is {min(theirs) / min(ours):.1f}x faster; max |Spearman difference| {diff:.1e}"
+    )
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def part_memory_child(a) -> None:
+    """Runs in a fresh process: prints peak RSS before and after 2 training steps."""
+    overrides = [f"loss.cached_mini_batch_size={a.cached}"] if a.cached else []
+    our_step_times(a.batch, 2, a.seq_len, overrides)
+    print(f"RSS {RSS_AT_TRAIN_START[0]:.0f} {_rss_mb():.0f}")
+
+
+def part_memory(a) -> None:
+    runs = {"plain, batch 64": (64, 0), f"cached (mini-batch {a.mini}), batch 1024": (1024, a.mini)}
+    peaks = {}
+    for name, (batch, cached) in runs.items():
+        cmd = [sys.executable, __file__, "--part", "memory-child", "--batch", str(batch),
+               "--cached", str(cached), "--seq-len", str(a.seq_len)]  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        before, after = (float(x) for x in out.strip().splitlines()[-1].split()[1:])
+        peaks[name] = (before, after)
+        print(f"  {name}: peak RSS {after:.0f} MB ({after - before:.0f} MB above the "
+              f"{before:.0f} MB at the start of training)", flush=True)  # fmt: skip
+    (pb, pa), (cb, ca) = peaks.values()
+    print(
+        f"memory: cached batch 1024 / plain batch 64 = {ca / pa:.2f}x peak RSS, "
+        f"{(ca - cb) / (pa - pb):.2f}x counting only what training adds"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--part", default="all",
+                        choices=["all", "train", "overhead", "eval", "memory", "memory-child"])  # fmt: skip
+    parser.add_argument("--batch", type=int, default=32, help="triplets per step")
+    parser.add_argument("--steps", type=int, default=6, help="steps per round")
+    parser.add_argument("--warmup", type=int, default=1, help="steps per round not timed")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--eval-batch", type=int, default=64, help="pairs per eval batch")
+    parser.add_argument("--mini", type=int, default=32, help="cached mode mini-batch (texts)")
+    parser.add_argument("--cached", type=int, default=0, help=argparse.SUPPRESS)
+    a = parser.parse_args()
+    if not os.environ.get("MRL_DATA_DIR") or not os.environ.get("MRL_MODEL_DIR"):
+        sys.exit("error: set MRL_DATA_DIR and MRL_MODEL_DIR (e.g. ../shared/data, ../shared/models).")
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    if a.part == "memory-child":
+        return part_memory_child(a)
+    print(f"{time.strftime('%Y-%m-%d %H:%M')} | torch {torch.__version__} | "
+          f"{torch.get_num_threads()} threads | {os.cpu_count()} cores | {' '.join(sys.argv)}")  # fmt: skip
+    parts = ["train", "overhead", "eval", "memory"] if a.part == "all" else [a.part]
+    for part in parts:
+        globals()[f"part_{part}"](a)
+
+
+if __name__ == "__main__":
+    main()

@@ -28,6 +28,7 @@ class MatryoshkaModule(L.LightningModule):
         backbone: str,
         pooling: str = "mean",
         chunk_size: int | None = 64,
+        compile: bool = False,
         dims: list[int] | None = None,
         rule: str = "pow2",
         min_dim_ratio: float = 1 / 12,
@@ -49,6 +50,8 @@ class MatryoshkaModule(L.LightningModule):
         # the baseline trains the full width only; every dim is still logged and evaluated
         self.train_weights = self.weights if matryoshka else [1.0] + [0.0] * (len(self.dims) - 1)
         self.encoder = Encoder(backbone, pooling, chunk_size)
+        if compile:  # in place: parameter names (and checkpoints) stay those of the plain model
+            self.encoder.compile(dynamic=True)
         self.test_prefix = "test"  # train.py sets "untrained" to score the backbone before fit
         # cached mode back-propagates mini-batch by mini-batch, so it steps the optimizer itself
         self.automatic_optimization = cached_mini_batch_size is None

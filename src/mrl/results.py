@@ -57,14 +57,14 @@ def curve_csv(results: dict) -> str:
     return out.getvalue()
 
 
-def load_results(run_dir: str | Path) -> dict:
-    """A finished run's results.json (a run folder or the file itself)."""
+def load_results(run_dir: str | Path, field: str | None = None) -> dict:
+    """A finished run's results.json (a run folder or the file itself); `field` names the
+    option the path came from, for the error message."""
     path = Path(run_dir)
     path = path / "results.json" if path.is_dir() else path
     if not path.is_file():
-        raise ConfigError(
-            f"eval.compare_to={str(run_dir)!r} holds no results.json; give a finished run folder."
-        )
+        given = f"{field}={str(run_dir)!r}" if field else str(run_dir)
+        raise ConfigError(f"{given} holds no results.json; give a finished run folder.")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError:

@@ -39,6 +39,7 @@ def module_args(cfg: DictConfig) -> dict:
         "backbone": cfg.model.backbone,
         "pooling": cfg.model.pooling,
         "chunk_size": cfg.model.chunk_size,
+        "compile": cfg.model.compile,
         "dims": list(m.dims) if m.dims is not None else None,
         "rule": m.rule,
         "min_dim_ratio": m.min_dim_ratio,
@@ -214,7 +215,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         return json.loads(done.read_text())
 
     L.seed_everything(cfg.seed, workers=True)
-    compare = [load_results(cfg.eval.compare_to)] if cfg.eval.compare_to else None
+    compare = (
+        [load_results(cfg.eval.compare_to, "eval.compare_to")] if cfg.eval.compare_to else None
+    )
     trainer_kwargs = trainer_args(cfg)
     check_combinations(cfg, trainer_kwargs)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)

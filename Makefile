@@ -19,4 +19,4 @@ mrl:  ## the MiniLM MRL run on CPU from the local mirrors (~40 min on 2 cores)
 	MRL_DATA_DIR=../shared/data MRL_MODEL_DIR=../shared/models python train.py +exp=allnli_mrl model=minilm_l6 trainer=cpu
 
 baseline:  ## its regular baseline, overlaid on the MRL curve
-	MRL_DATA_DIR=../shared/data MRL_MODEL_DIR=../shared/models python train.py +exp=allnli_baseline model=minilm_l6 trainer=cpu eval.compare_to=outputs/runs/allnli_mrl/seed42/model=minilm_l6
+	MRL_DATA_DIR=../shared/data MRL_MODEL_DIR=../shared/models python train.py +exp=allnli_baseline model=minilm_l6 trainer=cpu "eval.compare_to='outputs/runs/allnli_mrl/seed42/model=minilm_l6'"

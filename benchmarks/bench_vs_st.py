@@ -301,7 +301,9 @@ def main() -> None:
     parser.add_argument("--cached", type=int, default=0, help=argparse.SUPPRESS)
     a = parser.parse_args()
     if not os.environ.get("MRL_DATA_DIR") or not os.environ.get("MRL_MODEL_DIR"):
-        sys.exit("error: set MRL_DATA_DIR and MRL_MODEL_DIR (e.g. ../shared/data, ../shared/models).")
+        sys.exit(
+            "error: set MRL_DATA_DIR and MRL_MODEL_DIR (e.g. ../shared/data, ../shared/models)."
+        )
     import torch
     import transformers
 

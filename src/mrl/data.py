@@ -151,6 +151,7 @@ class NoDuplicatesBatchSampler(Sampler[list[int]]):
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self.skip = 0  # batches of this epoch already trained (set when resuming mid-epoch)
         self._cache: tuple[int, list[list[int]]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
@@ -186,11 +187,34 @@ class NoDuplicatesBatchSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        for batch in self.global_batches():
+        skip, self.skip = self.skip, 0
+        for batch in self.global_batches()[skip:]:
             yield batch[self.rank :: self.world_size]
 
     def __len__(self) -> int:
         return len(self.global_batches())
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader whose position in the epoch goes into Lightning checkpoints, so a run
+    resumed mid-epoch continues with the very next batch of the same shuffled order."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.consumed = 0
+
+    def __iter__(self):
+        self.consumed = self.batch_sampler.skip
+        for batch in super().__iter__():
+            self.consumed += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.batch_sampler.epoch, "consumed": self.consumed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batch_sampler.set_epoch(state["epoch"])
+        self.batch_sampler.skip = state["consumed"]
 
 
 class MatryoshkaDataModule(L.LightningDataModule):
@@ -239,9 +263,13 @@ class MatryoshkaDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, ds: datasets.Dataset, **batching) -> DataLoader:
         columns = self.sources[split].text_columns
-        return DataLoader(
+        loader = ResumableLoader if "batch_sampler" in batching else DataLoader
+        return loader(
             ds,
             num_workers=self.hparams.num_workers,
+            # its own generator: starting an epoch then draws nothing from the global RNG that
+            # dropout uses, so a run resumed mid-epoch draws the same masks as an uninterrupted one
+            generator=torch.Generator().manual_seed(self.hparams.seed),
             collate_fn=lambda rows: collate_texts(rows, columns, self.pad_id),
             **batching,
         )

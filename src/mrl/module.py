@@ -174,6 +174,39 @@ class MatryoshkaModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end(self.test_prefix)
 
+    # ---- resuming mid-epoch: the data position and random states travel in the checkpoint ----
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Random states and the position in the epoch's batch order go with the weights, so
+        a resumed run sees the same next batch, dropout masks and `n_dims_per_step` subsets
+        as an uninterrupted one."""
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+        loader = self.trainer.train_dataloader
+        if hasattr(loader, "state_dict"):
+            checkpoint["train_loader"] = loader.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        states = checkpoint.get("rng_states")
+        if states:
+            torch.set_rng_state(states["torch"])
+            random.setstate(states["python"])
+            if states["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(states["cuda"])
+        self._train_loader_state = checkpoint.get("train_loader")
+
+    def on_train_start(self) -> None:
+        # Lightning builds the loader before it restores a checkpoint (to count steps for the
+        # scheduler) and then never hands it the saved state, so it is applied here, before
+        # the first batch is drawn.
+        state, self._train_loader_state = getattr(self, "_train_loader_state", None), None
+        loader = self.trainer.train_dataloader
+        if state and state["epoch"] == self.current_epoch and hasattr(loader, "load_state_dict"):
+            loader.load_state_dict(state)
+
     def configure_optimizers(self):
         decay, no_decay = [], []
         for name, param in self.named_parameters():

@@ -246,7 +246,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             if trainer.is_global_zero:
                 write_atomic(untrained_file, json.dumps(untrained, indent=2))
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    # Seed again right before training: loading data may draw from the global RNGs a varying
+    # number of times (e.g. `datasets` fingerprints). A resumed run then restores the RNG
+    # states saved in its checkpoint instead.
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     trainer.test(module, datamodule=datamodule, verbose=False)
 
     results = {

@@ -1,0 +1,69 @@
+"""Runs that are killed, or asked to stop, finish with the numbers of an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT, make_data_dir
+
+ARGS = [
+    "+exp=allnli_mrl", "model=tiny", "trainer=cpu", "logger=csv", "callbacks.progress_bar=none",
+    "data.batch_size=8", "trainer.max_epochs=2", "callbacks.checkpoint_every_n_steps=3",
+    "matryoshka.n_dims_per_step=2",  # exercises the Python RNG too
+]  # fmt: skip
+
+
+def _start(run_dir, data_dir):
+    env = {**os.environ, "MRL_DATA_DIR": str(data_dir)}
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *ARGS, f"hydra.run.dir={run_dir}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+
+
+def _finish(proc):
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    return out
+
+
+def _wait_for(path, proc, timeout=300):
+    start = time.time()
+    while not path.exists():
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        assert time.time() - start < timeout
+        time.sleep(0.02)
+
+
+def _scores(run_dir):
+    results = json.loads((run_dir / "results.json").read_text())
+    return results["test"], results["validation"], results["global_step"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_data_dir(tmp_path_factory.mktemp("data"), n_triplets=400, n_pairs=40)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data_dir):
+    run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    _finish(_start(run_dir, data_dir))
+    return _scores(run_dir)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_rerun_gives_identical_results(tmp_path, data_dir, uninterrupted):
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir, data_dir)
+    _wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "results.json").exists()
+    _finish(_start(run_dir, data_dir))  # the same command resumes in the same folder
+    assert _scores(run_dir) == uninterrupted  # bitwise: same floats, same step count

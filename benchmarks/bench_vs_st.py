@@ -289,8 +289,8 @@ def part_memory(a) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", default="all",
-                        choices=["all", "train", "overhead", "eval", "memory", "memory-child"])  # fmt: skip
+    parts = ["all", "train", "overhead", "eval", "memory", "memory-child"]
+    parser.add_argument("--part", default="all", choices=parts)
     parser.add_argument("--batch", type=int, default=32, help="triplets per step")
     parser.add_argument("--steps", type=int, default=6, help="steps per round")
     parser.add_argument("--warmup", type=int, default=1, help="steps per round not timed")
@@ -310,8 +310,9 @@ def main() -> None:
     transformers.logging.set_verbosity_error()
     if a.part == "memory-child":
         return part_memory_child(a)
-    print(f"{time.strftime('%Y-%m-%d %H:%M')} | torch {torch.__version__} | "
-          f"{torch.get_num_threads()} threads | {os.cpu_count()} cores | {' '.join(sys.argv)}")  # fmt: skip
+    threads = f"{torch.get_num_threads()} threads | {os.cpu_count()} cores"
+    print(f"{time.strftime('%Y-%m-%d %H:%M')} | torch {torch.__version__} | {threads}")
+    print(f"command: {' '.join(sys.argv)}")
     parts = ["train", "overhead", "eval", "memory"] if a.part == "all" else [a.part]
     for part in parts:
         globals()[f"part_{part}"](a)

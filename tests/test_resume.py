@@ -67,3 +67,18 @@ def test_sigkill_mid_epoch_then_rerun_gives_identical_results(tmp_path, data_dir
     assert not (run_dir / "results.json").exists()
     _finish(_start(run_dir, data_dir))  # the same command resumes in the same folder
     assert _scores(run_dir) == uninterrupted  # bitwise: same floats, same step count
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
+def test_stop_signal_saves_exits_cleanly_and_resumes(tmp_path, data_dir, uninterrupted, sig):
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir, data_dir)
+    _wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert f"stopped by {sig.name} at step" in err and "Traceback" not in err
+    assert not (run_dir / "results.json").exists()
+    _finish(_start(run_dir, data_dir))
+    assert _scores(run_dir) == uninterrupted

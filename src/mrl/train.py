@@ -18,11 +18,13 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from mrl.data import MatryoshkaDataModule
 from mrl.errors import ConfigError
 from mrl.module import MatryoshkaModule
+from mrl.reliability import AtomicCheckpointIO, StopOnSignal
 from mrl.results import curve_rows, load_results, write_atomic, write_run_outputs
 
 log = logging.getLogger("mrl")
@@ -226,10 +228,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     datamodule.setup("fit")  # checks the data files before anything is written
     log.info("dims %s, trained dims %s, weights %s", module.dims, module.train_dims, module.weights)
 
+    stop_on_signal = StopOnSignal(run_dir / "checkpoints" / "last.ckpt")
     trainer = L.Trainer(
         **trainer_kwargs,
         logger=build_loggers(cfg, run_dir) or False,
-        callbacks=build_callbacks(cfg, run_dir),
+        callbacks=[*build_callbacks(cfg, run_dir), stop_on_signal],
+        plugins=[AtomicCheckpointIO()],
         default_root_dir=run_dir,
     )
 
@@ -250,7 +254,16 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     # number of times (e.g. `datasets` fingerprints). A resumed run then restores the RNG
     # states saved in its checkpoint instead.
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    # Lightning raises SIGTERMException on SIGTERM, after StopOnSignal has saved last.ckpt
+    with contextlib.suppress(SIGTERMException):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    if stop_on_signal.stopped_at is not None:
+        print(
+            f"stopped by {stop_on_signal.received} at step {stop_on_signal.stopped_at}: saved "
+            f"{stop_on_signal.last_ckpt}; run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return {}
     trainer.test(module, datamodule=datamodule, verbose=False)
 
     results = {
@@ -335,7 +348,7 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         results = run(cfg, run_dir)
-        return results["test"][str(max(results["dims"]))]
+        return results["test"][str(max(results["dims"]))] if results else None
     except ConfigError as err:
         remove_startup_files(run_dir)
         print(f"error: {err}", file=sys.stderr)

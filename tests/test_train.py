@@ -175,3 +175,67 @@ def test_impossible_combinations_are_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not (tmp_path / "run").exists()
+
+
+def _nan_on_call(monkeypatch, bad_calls):
+    import mrl.module
+
+    real, calls = mrl.module.matryoshka_mnrl_loss, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        total, per_dim = real(*args, **kwargs)
+        if len(calls) in bad_calls:
+            per_dim = {d: v * float("nan") if d == 16 else v for d, v in per_dim.items()}
+            total = total * float("nan")
+        return total, per_dim
+
+    monkeypatch.setattr(mrl.module, "matryoshka_mnrl_loss", flaky)
+
+
+def test_nonfinite_loss_stops_with_one_line_and_no_bad_checkpoint(
+    data_dir, run_main, tmp_path, capsys, monkeypatch
+):
+    import torch
+
+    _nan_on_call(monkeypatch, bad_calls={3})
+    run_dir = tmp_path / "run"
+    args = ["+exp=allnli_mrl", *FAST, "data.batch_size=8", "callbacks.checkpoint_every_n_steps=1"]
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(args, run_dir)
+    assert exit_info.value.code == 3
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+    assert len(err) == 1 and err[0].startswith("error: ")  # (the rest is progress bars)
+    assert "the loss is nan at step 2 (non-finite at dims [16])" in err[0]
+    assert f"last good checkpoint is {run_dir}/checkpoints/last.ckpt" in err[0]
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 2
+    assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values())
+    assert not (run_dir / "results.json").exists()
+
+
+def test_nonfinite_loss_can_skip_the_batch(data_dir, run_main, tmp_path, monkeypatch):
+    _nan_on_call(monkeypatch, bad_calls={2, 4})
+    run_dir = tmp_path / "run"
+    run_main(
+        ["+exp=allnli_mrl", *FAST, "data.batch_size=8", "trainer.max_steps=5",
+         "loss.on_nonfinite=skip", "trainer.log_every_n_steps=1"],
+        run_dir,
+    )  # fmt: skip
+    rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
+    assert max(float(r["train/skipped_batches"]) for r in rows if r["train/skipped_batches"]) == 2
+    results = json.loads((run_dir / "results.json").read_text())
+    assert all(v == v for v in results["test"].values())  # finite scores
+
+
+def test_same_seed_same_results_other_seed_different(data_dir, run_main, tmp_path):
+    args = ["+exp=allnli_mrl", *FAST, "data.batch_size=8", "matryoshka.n_dims_per_step=2"]
+
+    def scores(seed, name):
+        run_main([*args, f"seed={seed}"], tmp_path / name)
+        results = json.loads((tmp_path / name / "results.json").read_text())
+        return results["test"], results["validation"]
+
+    first = scores(1, "a")
+    assert scores(1, "b") == first
+    assert scores(2, "c") != first

@@ -10,9 +10,18 @@ from transformers import get_linear_schedule_with_warmup
 
 from mrl.cached import cached_step
 from mrl.encoder import Encoder, backbone_hidden_size
+from mrl.errors import ConfigError
 from mrl.evaluation import retention, spearman_by_dim
 from mrl.losses import matryoshka_mnrl_loss, split_global_batch
 from mrl.schedule import check_n_dims_per_step, resolve_dims, resolve_weights
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite (`loss.on_nonfinite=stop`)."""
+
+    def __init__(self, step: int, dims: list[int], value: float):
+        self.step, self.dims, self.value = step, dims, value
+        super().__init__(f"the loss is {value} at step {step} (non-finite at dims {dims})")
 
 
 class MatryoshkaModule(L.LightningModule):
@@ -37,6 +46,7 @@ class MatryoshkaModule(L.LightningModule):
         matryoshka: bool = True,
         scale: float = 20.0,
         cached_mini_batch_size: int | None = None,
+        on_nonfinite: str = "stop",
         lr: float = 2e-5,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
@@ -52,6 +62,9 @@ class MatryoshkaModule(L.LightningModule):
         self.encoder = Encoder(backbone, pooling, chunk_size)
         if compile:  # in place: parameter names (and checkpoints) stay those of the plain model
             self.encoder.compile(dynamic=True)
+        if on_nonfinite not in ("stop", "skip"):
+            raise ConfigError(f"loss.on_nonfinite={on_nonfinite!r} must be 'stop' or 'skip'.")
+        self.skipped_batches = 0
         self.test_prefix = "test"  # train.py sets "untrained" to score the backbone before fit
         # cached mode back-propagates mini-batch by mini-batch, so it steps the optimizer itself
         self.automatic_optimization = cached_mini_batch_size is None
@@ -97,6 +110,13 @@ class MatryoshkaModule(L.LightningModule):
             loss, per_dim = self.loss_on_embeddings(embeddings, n_rows, weights)
         else:
             loss, per_dim = self._cached_training_step(batch, n_rows, weights)
+        if not torch.isfinite(loss):
+            bad = [d for d, v in per_dim.items() if not torch.isfinite(v)]
+            if self.hparams.on_nonfinite == "stop":
+                raise NonFiniteLoss(self.global_step, bad, float(loss))
+            self.skipped_batches += 1  # no backward, no optimizer step for this batch
+            self.log("train/skipped_batches", float(self.skipped_batches), batch_size=n_rows)
+            return None
         self.log("train/loss", loss, prog_bar=True, batch_size=n_rows)
         for dim, value in per_dim.items():
             self.log(f"train/loss@{dim}", value.detach(), batch_size=n_rows)
@@ -116,6 +136,9 @@ class MatryoshkaModule(L.LightningModule):
             backward=self.manual_backward,
             no_sync=no_sync,
         )
+        if not torch.isfinite(loss):  # leave the parameters untouched; training_step decides
+            optimizer.zero_grad()
+            return loss, per_dim
         optimizer.step()
         optimizer.zero_grad()
         scheduler.step()

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mrl.data import MatryoshkaDataModule
 from mrl.errors import ConfigError
-from mrl.module import MatryoshkaModule
+from mrl.module import MatryoshkaModule, NonFiniteLoss
 from mrl.reliability import AtomicCheckpointIO, StopOnSignal
 from mrl.results import curve_rows, load_results, write_atomic, write_run_outputs
 
@@ -50,6 +50,7 @@ def module_args(cfg: DictConfig) -> dict:
         "matryoshka": m.enabled,
         "scale": cfg.loss.scale,
         "cached_mini_batch_size": cfg.loss.cached_mini_batch_size,
+        "on_nonfinite": cfg.loss.on_nonfinite,
         "lr": cfg.optim.lr,
         "weight_decay": cfg.optim.weight_decay,
         "warmup_ratio": cfg.optim.warmup_ratio,
@@ -353,6 +354,15 @@ def main(cfg: DictConfig) -> float | None:
         remove_startup_files(run_dir)
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except NonFiniteLoss as err:
+        last = run_dir / "checkpoints" / "last.ckpt"
+        good = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint yet"
+        print(
+            f"error: {err}; {good} (nothing was saved after the bad step). Lower optim.lr, "
+            "or set loss.on_nonfinite=skip to skip such batches.",
+            file=sys.stderr,
+        )
+        raise SystemExit(3) from None
     finally:
         if "wandb" in sys.modules:
             import wandb

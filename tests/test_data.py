@@ -116,3 +116,10 @@ def test_collate_stacks_columns_for_one_encode():
     assert "scores" not in batch
     scored = collate_texts([{"s_ids": [1], "score": 0.5}], ["s"], pad_id=0)
     assert torch.equal(scored["scores"], torch.tensor([0.5]))
+
+
+def test_truncated_jsonl_line_names_the_file(data_dir):
+    path = data_dir / "allnli/triplets-train.jsonl"
+    path.write_text(path.read_text() + '{"anchor": "cut off her')
+    with pytest.raises(ConfigError, match="triplets-train.jsonl could not be read as JSON Lines"):
+        load_source(TRIPLETS)

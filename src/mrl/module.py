@@ -57,14 +57,15 @@ class MatryoshkaModule(L.LightningModule):
         self.dims = resolve_dims(hidden, dims, rule, min_dim_ratio)
         self.weights = resolve_weights(self.dims, weights, given_dims=dims)
         check_n_dims_per_step(n_dims_per_step, len(self.dims))
+        if on_nonfinite not in ("stop", "skip"):
+            raise ConfigError(f"loss.on_nonfinite={on_nonfinite!r} must be 'stop' or 'skip'.")
         # the baseline trains the full width only; every dim is still logged and evaluated
         self.train_weights = self.weights if matryoshka else [1.0] + [0.0] * (len(self.dims) - 1)
         self.encoder = Encoder(backbone, pooling, chunk_size)
         if compile:  # in place: parameter names (and checkpoints) stay those of the plain model
             self.encoder.compile(dynamic=True)
-        if on_nonfinite not in ("stop", "skip"):
-            raise ConfigError(f"loss.on_nonfinite={on_nonfinite!r} must be 'stop' or 'skip'.")
         self.skipped_batches = 0
+        self._train_loader_state: dict | None = None  # set when resuming, applied at train start
         self.test_prefix = "test"  # train.py sets "untrained" to score the backbone before fit
         # cached mode back-propagates mini-batch by mini-batch, so it steps the optimizer itself
         self.automatic_optimization = cached_mini_batch_size is None
@@ -225,7 +226,7 @@ class MatryoshkaModule(L.LightningModule):
         # Lightning builds the loader before it restores a checkpoint (to count steps for the
         # scheduler) and then never hands it the saved state, so it is applied here, before
         # the first batch is drawn.
-        state, self._train_loader_state = getattr(self, "_train_loader_state", None), None
+        state, self._train_loader_state = self._train_loader_state, None
         loader = self.trainer.train_dataloader
         if state and state["epoch"] == self.current_epoch and hasattr(loader, "load_state_dict"):
             loader.load_state_dict(state)

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# MRL vs. regular baseline, all-MiniLM-L6-v2 on the 28,142 shared NLI triplets, 1 epoch each,
+# on a 2-core CPU, offline. Reaches: see experiments/results/allnli_minilm_cpu.md.
+# Time: ~35-40 min per run on 2 idle cores (221 steps of 128 triplets + STS-B dev/test).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export MRL_DATA_DIR=${MRL_DATA_DIR:-../shared/data} MRL_MODEL_DIR=${MRL_MODEL_DIR:-../shared/models}
+
+python train.py +exp=allnli_mrl model=minilm_l6 trainer=cpu callbacks.progress_bar=tqdm
+python train.py +exp=allnli_baseline model=minilm_l6 trainer=cpu callbacks.progress_bar=tqdm \
+    "eval.compare_to='outputs/runs/allnli_mrl/seed42/model=minilm_l6'"
+python -m mrl.report outputs/runs/allnli_mrl/seed42/model=minilm_l6 \
+    outputs/runs/allnli_baseline/seed42/model=minilm_l6 --out experiments/results/allnli_minilm_cpu_table.md

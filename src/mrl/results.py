@@ -12,11 +12,19 @@ from pathlib import Path
 from mrl.errors import ConfigError
 
 
+def default_file_mode() -> int:
+    """The mode a plainly created file gets (0o666 less the umask); mkstemp would give 0o600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write to a temp file in the same folder, then rename: readers see old or new, never half."""
     path = Path(path)
     payload = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, default_file_mode())
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)

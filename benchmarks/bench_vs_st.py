@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -257,10 +256,6 @@ def part_eval(a) -> None:
         f"sentence-transformers {min(theirs):.1f} s (best of {a.rounds}) -> "
         f"ours is {min(theirs) / min(ours):.1f}x faster; max |Spearman difference| {diff:.1e}"
     )
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _current_rss_mb() -> float:

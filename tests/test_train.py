@@ -94,6 +94,7 @@ def test_wandb_offline_run(data_dir, run_main, tmp_path, monkeypatch):
         ("matryoshka.dims=[16,16]", "matryoshka.dims repeats [16]"),
         ("matryoshka.weights=[1,1]", "matryoshka.weights has 2 entries but there are 4 dims"),
         ("eval.compare_to=/nonexistent", "eval.compare_to='/nonexistent' holds no results.json"),
+        ("callbacks.progress_bar=fancy", "callbacks.progress_bar='fancy' must be rich, tqdm"),
     ],
 )
 def test_bad_config_is_one_line_and_leaves_no_run_folder(

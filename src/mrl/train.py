@@ -221,6 +221,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     compare = (
         [load_results(cfg.eval.compare_to, "eval.compare_to")] if cfg.eval.compare_to else None
     )
+    if cfg.callbacks.progress_bar not in ("rich", "tqdm", "none"):
+        raise ConfigError(
+            f"callbacks.progress_bar={cfg.callbacks.progress_bar!r} must be rich, tqdm or none."
+        )
     trainer_kwargs = trainer_args(cfg)
     check_combinations(cfg, trainer_kwargs)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)

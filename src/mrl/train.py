@@ -259,13 +259,22 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     # number of times (e.g. `datasets` fingerprints). A resumed run then restores the RNG
     # states saved in its checkpoint instead.
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    # Lightning raises SIGTERMException on SIGTERM, after StopOnSignal has saved last.ckpt
-    with contextlib.suppress(SIGTERMException):
+    # Lightning raises SIGTERMException on SIGTERM (after StopOnSignal saved last.ckpt if the
+    # signal came during a training step); either way the run is unfinished: no results.
+    sigterm = False
+    try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    if stop_on_signal.stopped_at is not None:
+    except SIGTERMException:
+        sigterm = True
+    if sigterm or stop_on_signal.stopped_at is not None:
+        saved = (
+            f"at step {stop_on_signal.stopped_at}: saved {stop_on_signal.last_ckpt}"
+            if stop_on_signal.stopped_at is not None
+            else "outside a training step: the last saved checkpoint stands"
+        )
         print(
-            f"stopped by {stop_on_signal.received} at step {stop_on_signal.stopped_at}: saved "
-            f"{stop_on_signal.last_ckpt}; run the same command again to resume.",
+            f"stopped by {stop_on_signal.received or 'SIGTERM'} {saved}; run the same command "
+            "again to resume.",
             file=sys.stderr,
         )
         return {}

@@ -1,6 +1,7 @@
 """Two CPU processes (gloo): global in-batch negatives give the single-process gradient, and
 distributed evaluation scores the exact eval set once."""
 
+import datetime
 import json
 import os
 import socket
@@ -62,7 +63,10 @@ def _loss(encoder, rows, pad_id, rank=0, world=1):
 
 def _worker(rank, world, port, out, cached):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # a lost peer fails the collective after 2 minutes instead of hanging the test run
+    dist.init_process_group(
+        "gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120)
+    )
     model = torch.nn.parallel.DistributedDataParallel(_encoder())
     rows, pad_id = _global_batch()
     local = rows[rank::world]  # the sampler's sharding

@@ -13,7 +13,7 @@ from mrl.encoder import Encoder, backbone_hidden_size
 from mrl.errors import ConfigError
 from mrl.evaluation import retention, spearman_by_dim
 from mrl.losses import matryoshka_mnrl_loss, split_global_batch
-from mrl.schedule import check_n_dims_per_step, resolve_dims, resolve_weights
+from mrl.schedule import check_n_dims_per_step, eval_dims, resolve_dims, resolve_weights
 
 
 class NonFiniteLoss(RuntimeError):
@@ -29,7 +29,8 @@ class MatryoshkaModule(L.LightningModule):
 
     All arguments are plain values, so `load_from_checkpoint` rebuilds the module alone.
     `matryoshka=False` trains only at the full width (the regular baseline) but still
-    evaluates at every dim of `dims`.
+    evaluates at every dim of `dims`. Evaluation also covers the standard pow2 dims of the
+    width (`eval_dims`), so runs with different schedules can be compared dim by dim.
     """
 
     def __init__(
@@ -41,7 +42,7 @@ class MatryoshkaModule(L.LightningModule):
         dims: list[int] | None = None,
         rule: str = "pow2",
         min_dim_ratio: float = 1 / 12,
-        weights: list[float] | None = None,
+        weights: list[float] | str | None = None,
         n_dims_per_step: int | None = None,
         matryoshka: bool = True,
         scale: float = 20.0,
@@ -56,6 +57,7 @@ class MatryoshkaModule(L.LightningModule):
         hidden = backbone_hidden_size(backbone)
         self.dims = resolve_dims(hidden, dims, rule, min_dim_ratio)
         self.weights = resolve_weights(self.dims, weights, given_dims=dims)
+        self.eval_dims = eval_dims(hidden, self.dims, min_dim_ratio)
         check_n_dims_per_step(n_dims_per_step, len(self.dims))
         if on_nonfinite not in ("stop", "skip"):
             raise ConfigError(f"loss.on_nonfinite={on_nonfinite!r} must be 'stop' or 'skip'.")
@@ -184,7 +186,7 @@ class MatryoshkaModule(L.LightningModule):
 
     def _eval_epoch_end(self, prefix: str) -> None:
         left, right, scores = self._gather_eval_outputs()
-        spearman = spearman_by_dim(left, right, scores, self.dims)
+        spearman = spearman_by_dim(left, right, scores, self.eval_dims)
         self.eval_results[prefix] = spearman
         # every rank holds the same gathered set and the same values; sync_dist just agrees
         for dim, value in spearman.items():

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 from mrl.errors import ConfigError
 
-RULES = ("pow2", "halving")
+RULES = ("pow2", "halving", "dense", "ends")
+WEIGHT_SCHEMES = ("uniform", "increasing", "decreasing")
 
 
 def dims_from_rule(
@@ -19,6 +20,8 @@ def dims_from_rule(
     (768 -> 768/512/256/128/64, 384 -> 384/256/128/64/32 with the default ratio 1/12 = 8.3 %).
     `halving`: the full width halved while it stays an integer >= the minimum
     (768 -> 768/384/192/96/48 with ratio 1/16).
+    `dense`: every multiple of the minimum up to the full width (384 -> 384/352/.../64/32).
+    `ends`: the full width and the minimum only (384 -> 384/32).
     """
     if rule not in RULES:
         raise ConfigError(f"matryoshka.rule={rule!r} is unknown; use one of {', '.join(RULES)}.")
@@ -28,6 +31,10 @@ def dims_from_rule(
         )
     min_dim = max(1, round(hidden_size * min_dim_ratio))
     dims = [hidden_size]
+    if rule == "dense":
+        return [hidden_size, *range((hidden_size - 1) // min_dim * min_dim, 0, -min_dim)]
+    if rule == "ends":
+        return [hidden_size, min_dim] if min_dim < hidden_size else dims
     if rule == "pow2":
         power = 2 ** math.floor(math.log2(hidden_size))
         if power == hidden_size:
@@ -69,16 +76,43 @@ def resolve_dims(
     return sorted(dims, reverse=True)
 
 
+def scheme_weights(dims: Sequence[int], scheme: str) -> list[float]:
+    """Named weightings, scaled to mean 1 so the loss keeps the uniform weighting's size.
+
+    `uniform`: 1 each (the MRL paper). `increasing`: toward small dims, 1 + log2(full / dim)
+    before scaling (384/256/128/64/32 -> 0.37/0.59/0.97/1.34/1.72: the smallest prefix weighs
+    most). `decreasing`: the same weights in reverse order (the full width weighs most).
+    """
+    if scheme not in WEIGHT_SCHEMES:
+        raise ConfigError(
+            f"matryoshka.weights={scheme!r} is unknown; use one of {', '.join(WEIGHT_SCHEMES)} "
+            "or a list with one weight per dim."
+        )
+    full = max(dims)
+    raw = [1.0 + math.log2(full / d) for d in sorted(dims, reverse=True)]
+    if scheme == "uniform":
+        raw = [1.0] * len(raw)
+    elif scheme == "decreasing":
+        raw = raw[::-1]
+    mean = sum(raw) / len(raw)
+    return [w / mean for w in raw]
+
+
 def resolve_weights(
-    dims: Sequence[int], weights: Sequence[float] | None, given_dims: Sequence[int] | None = None
+    dims: Sequence[int],
+    weights: Sequence[float] | str | None,
+    given_dims: Sequence[int] | None = None,
 ) -> list[float]:
     """One weight per dim (default 1.0), in the order of `dims` (largest first).
 
-    When the user gave an explicit, unsorted `dims` list, their weights follow their order;
-    `given_dims` is that original order so each weight stays with its dimension.
+    `weights` is a list, or the name of a scheme (see `scheme_weights`). When the user gave
+    an explicit, unsorted `dims` list, their weights follow their order; `given_dims` is that
+    original order so each weight stays with its dimension.
     """
     if weights is None:
         return [1.0] * len(dims)
+    if isinstance(weights, str):
+        return scheme_weights(dims, weights)
     weights = [float(w) for w in weights]
     if len(weights) != len(dims):
         raise ConfigError(
@@ -102,3 +136,13 @@ def check_n_dims_per_step(n_dims_per_step: int | None, n_dims: int) -> None:
             f"matryoshka.n_dims_per_step={n_dims_per_step} must be between 1 and the number of "
             f"dims ({n_dims}), or null for all."
         )
+
+
+def eval_dims(
+    hidden_size: int, schedule: Sequence[int], min_dim_ratio: float = 1 / 12
+) -> list[int]:
+    """The dims a run is evaluated at: its schedule plus the standard pow2 dims of the width,
+    largest first, so runs with different schedules on one backbone share columns."""
+    return sorted(
+        set(schedule) | set(dims_from_rule(hidden_size, "pow2", min_dim_ratio)), reverse=True
+    )

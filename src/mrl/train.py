@@ -18,6 +18,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -45,7 +46,9 @@ def module_args(cfg: DictConfig) -> dict:
         "dims": list(m.dims) if m.dims is not None else None,
         "rule": m.rule,
         "min_dim_ratio": m.min_dim_ratio,
-        "weights": list(m.weights) if m.weights is not None else None,
+        "weights": m.weights
+        if m.weights is None or isinstance(m.weights, str)
+        else list(m.weights),
         "n_dims_per_step": m.n_dims_per_step,
         "matryoshka": m.enabled,
         "scale": cfg.loss.scale,
@@ -108,7 +111,10 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
                 save_dir=str(run_dir),
                 mode=wandb_mode(w.mode),
                 tags=list(w.tags),
-                config=OmegaConf.to_container(cfg, resolve=True),
+                config={
+                    **OmegaConf.to_container(cfg, resolve=True),
+                    "overrides": list(HydraConfig.get().overrides.task),
+                },
             )
         )
     return loggers
@@ -285,10 +291,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "run_dir": str(run_dir),
         "backbone": cfg.model.backbone,
         "matryoshka": bool(cfg.matryoshka.enabled),
-        "dims": module.dims,
+        "dims": module.eval_dims,
+        "schedule_dims": module.dims,
         "train_dims": module.train_dims,
         "weights": module.weights,
         "seed": cfg.seed,
+        "overrides": list(HydraConfig.get().overrides.task),
         "global_step": trainer.global_step,
         "test": {str(d): v for d, v in module.eval_results["test"].items()},
         "validation": {str(d): v for d, v in module.eval_results.get("val", {}).items()},
@@ -351,6 +359,24 @@ def remove_startup_files(run_dir: Path) -> None:
         run_dir.rmdir()  # only when empty
 
 
+class JobFailed(Exception):
+    """One job of a -m sweep failed: Hydra records it and the sweep goes on with the next job."""
+
+
+def fail(run_dir: Path, message: str, exit_code: int, multirun: bool) -> None:
+    """Report a failed run in one line. Alone: exit with `exit_code`. In a sweep: leave
+    failed.json in the job folder (the report lists the job as failed) and let the sweep go on."""
+    print(f"error: {message}", file=sys.stderr)
+    if not multirun:
+        raise SystemExit(exit_code)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    overrides = list(HydraConfig.get().overrides.task)
+    write_atomic(
+        run_dir / "failed.json", json.dumps({"error": message, "overrides": overrides}, indent=2)
+    )
+    raise JobFailed(message)
+
+
 def main(cfg: DictConfig) -> float | None:
     """Hydra task: runs `run`, turns bad input into one line, always closes wandb.
 
@@ -359,23 +385,30 @@ def main(cfg: DictConfig) -> float | None:
     import transformers
 
     transformers.logging.set_verbosity_error()
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    (run_dir / "failed.json").unlink(missing_ok=True)  # a re-run gets a fresh verdict
     try:
         results = run(cfg, run_dir)
         return results["test"][str(max(results["dims"]))] if results else None
     except ConfigError as err:
-        remove_startup_files(run_dir)
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        if not multirun:
+            remove_startup_files(run_dir)
+        fail(run_dir, str(err), 2, multirun)
     except NonFiniteLoss as err:
         last = run_dir / "checkpoints" / "last.ckpt"
         good = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint yet"
-        print(
-            f"error: {err}; {good} (nothing was saved after the bad step). Lower optim.lr, "
-            "or set loss.on_nonfinite=skip to skip such batches.",
-            file=sys.stderr,
+        message = (
+            f"{err}; {good} (nothing was saved after the bad step). Lower optim.lr, "
+            "or set loss.on_nonfinite=skip to skip such batches."
         )
-        raise SystemExit(3) from None
+        fail(run_dir, message, 3, multirun)
+    except Exception as err:
+        if not multirun:
+            raise
+        log.exception("job failed")
+        fail(run_dir, f"{type(err).__name__}: {err}", 1, multirun)
     finally:
         if "wandb" in sys.modules:
             import wandb

@@ -1,8 +1,10 @@
-"""Where data and weights come from: a local mirror (MRL_DATA_DIR / MRL_MODEL_DIR) or the Hub."""
+"""Online or not: where data and weights come from (a local mirror via MRL_DATA_DIR /
+MRL_MODEL_DIR, or the Hub) and whether wandb logs online."""
 
 from __future__ import annotations
 
 import functools
+import netrc
 import os
 import socket
 from urllib.parse import urlparse
@@ -28,3 +30,19 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return True
     except OSError:
         return False
+
+
+def wandb_mode(requested: str) -> str:
+    """`auto` -> online when an API key is configured (env or ~/.netrc), else offline."""
+    if requested != "auto":
+        return requested
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        if netrc.netrc().authenticators("api.wandb.ai"):
+            return "online"
+    except (FileNotFoundError, netrc.NetrcParseError):
+        pass
+    return "offline"

@@ -108,6 +108,7 @@ def find_runs(paths: list[Path]) -> list[Run]:
     for path in paths:
         if not path.exists():
             raise ConfigError(f"{path} does not exist; give sweep or run folders.")
+        path = path.resolve()
         if path.is_file():
             found.add(path.parent)
             continue
@@ -127,7 +128,7 @@ def label_runs(runs: list[Run]) -> None:
         varying = sorted(k for k in keys if len({r.overrides.get(k) for r in runs}) > 1)
     root = Path(os.path.commonpath([r.path for r in runs])) if len(runs) > 1 else runs[0].path
     for run in runs:
-        exp = (run.results or {}).get("experiment") or _experiment_from_path(run, root)
+        exp = (run.results or {}).get("experiment") or _experiment_from_path(run)
         parts = [exp] if len(experiments) > 1 or not with_overrides else []
         if with_overrides:
             parts += [f"{k}={run.overrides.get(k, '-')}" for k in varying]
@@ -137,7 +138,7 @@ def label_runs(runs: list[Run]) -> None:
         run.group = " ".join(parts) or exp
 
 
-def _experiment_from_path(run: Run, root: Path) -> str:
+def _experiment_from_path(run: Run) -> str:
     config = run.path / ".hydra" / "config.yaml"
     if config.is_file():
         with open(config) as f:
@@ -223,7 +224,9 @@ def _pm(mean: float, std: float, digits: int = 4) -> str:
     return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def markdown_report(runs: list[Run], groups: list[Group], dims: list[int], reference: Group) -> str:
+def markdown_report(
+    runs: list[Run], groups: list[Group], dims: list[int], reference: Group, root: Path
+) -> str:
     full, small = max(dims), min(dims)
     finished = sum(r.status == "finished" for r in runs)
     lines = [
@@ -282,9 +285,6 @@ def markdown_report(runs: list[Run], groups: list[Group], dims: list[int], refer
                 word = "n/a" if verdict is None else ("beyond noise" if verdict else "within noise")
                 cells.append(f"{g.mean[d] - reference.mean[d]:+.4f} ({word})")
             lines.append(f"| {g.label} | " + " | ".join(cells) + " |")
-    root = (
-        Path(os.path.commonpath([r.path for r in runs])) if len(runs) > 1 else runs[0].path.parent
-    )
     lines += ["", f"Runs (below {root}):", "", "| run | group | seed | status |"]
     lines.append("| --- | --- | --- | --- |")
     for run in runs:
@@ -359,7 +359,7 @@ def log_to_wandb(
     """The overlay (line_series) and the table as one wandb run of job_type report."""
     import wandb
 
-    from mrl.train import wandb_mode
+    from mrl.hub import wandb_mode
 
     run = wandb.init(project=project, group=group_name, name=f"report-{group_name}",
                      job_type="report", dir=str(out), mode=wandb_mode("auto"))  # fmt: skip
@@ -427,11 +427,12 @@ def build_report(paths: list[Path], out: Path | None = None, reference: str | No
     """Find, group and aggregate the runs; write report.md/.csv/.png into `out`."""
     runs, groups, dims = collect(paths)
     ref = pick_reference(groups, reference)
-    if out is None:
-        out = Path(os.path.commonpath([p.resolve() for p in paths]))
-        out = out if out.is_dir() else out.parent
+    root = Path(os.path.commonpath([Path(p).resolve() for p in paths]))
+    if root.is_file() or (root / "results.json").is_file():  # a single run: its parent folder
+        root = root.parent
+    out = root if out is None else out
     out.mkdir(parents=True, exist_ok=True)
-    markdown = markdown_report(runs, groups, dims, ref)
+    markdown = markdown_report(runs, groups, dims, ref, root)
     write_atomic(out / "report.csv", csv_report(groups, dims, ref))
     write_atomic(out / "report.png", overlay_png(runs, groups, dims, x))
     write_atomic(out / "report.md", markdown + "\n![size vs. performance](report.png)\n")

@@ -9,8 +9,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import netrc
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -24,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mrl.data import MatryoshkaDataModule
 from mrl.errors import ConfigError
+from mrl.hub import wandb_mode
 from mrl.module import MatryoshkaModule, NonFiniteLoss
 from mrl.reliability import AtomicCheckpointIO, StopOnSignal
 from mrl.results import curve_rows, load_results, write_atomic, write_run_outputs
@@ -75,22 +74,6 @@ def datamodule_args(cfg: DictConfig) -> dict:
         "num_workers": d.num_workers,
         "seed": cfg.seed,
     }
-
-
-def wandb_mode(requested: str) -> str:
-    """`auto` -> online when an API key is configured (env or ~/.netrc), else offline."""
-    if requested != "auto":
-        return requested
-    if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"]
-    if os.environ.get("WANDB_API_KEY"):
-        return "online"
-    try:
-        if netrc.netrc().authenticators("api.wandb.ai"):
-            return "online"
-    except (FileNotFoundError, netrc.NetrcParseError):
-        pass
-    return "offline"
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list:

@@ -289,7 +289,8 @@ def markdown_report(
     lines.append("| --- | --- | --- | --- |")
     for run in runs:
         status = run.status if run.status == "finished" else f"**{run.status}**: {run.reason}"
-        lines.append(f"| {run.path.relative_to(root)} | {run.group} | {run.seed} | {status} |")
+        name = run.path.relative_to(root) if run.path.is_relative_to(root) else run.path
+        lines.append(f"| {name} | {run.group} | {run.seed} | {status} |")
     return "\n".join(lines) + "\n"
 
 

@@ -360,6 +360,7 @@ class MatryoshkaDataModule(L.LightningDataModule):
         no_duplicates: bool = True,
         num_workers: int = 0,
         seed: int = 42,
+        trust_remote_code: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -376,7 +377,7 @@ class MatryoshkaDataModule(L.LightningDataModule):
             return
         from mrl.encoder import load_tokenizer
 
-        tokenizer = load_tokenizer(self.hparams.backbone)
+        tokenizer = load_tokenizer(self.hparams.backbone, self.hparams.trust_remote_code)
         self.pad_id = tokenizer.pad_token_id
         for name, source in self.sources.items():
             ds = load_source(source)

@@ -35,8 +35,13 @@ def resolve_backbone(name: str) -> str:
     return name
 
 
-def _from_pretrained(loader, name: str, **kwargs):
-    """`loader.from_pretrained` on the resolved source, with one clear error when it fails."""
+def _from_pretrained(loader, name: str, trust_remote_code: bool = False, **kwargs):
+    """`loader.from_pretrained` on the resolved source, with one clear error when it fails.
+
+    Code shipped with a model (`auto_map` in its config) runs only with
+    `trust_remote_code=True`, which the config must ask for (`model.trust_remote_code`).
+    """
+    kwargs["trust_remote_code"] = trust_remote_code
     source = resolve_backbone(name)
     if source == name and not Path(name).is_dir() and not hub_reachable():
         try:  # a copy in the local Hugging Face cache still works offline
@@ -49,6 +54,13 @@ def _from_pretrained(loader, name: str, **kwargs):
             ) from None
     try:
         return loader.from_pretrained(source, **kwargs)
+    except ValueError as err:
+        if "trust_remote_code" not in str(err):
+            raise
+        raise ConfigError(
+            f"model.backbone={name!r} ships its own code; read it, then set "
+            "model.trust_remote_code=true to run it (off by default)."
+        ) from None
     except OSError as err:
         raise ConfigError(
             f"model.backbone={name!r} could not be loaded from {source!r}: "
@@ -92,28 +104,28 @@ def tiny_config() -> BertConfig:
     )
 
 
-def backbone_hidden_size(name: str) -> int:
+def backbone_hidden_size(name: str, trust_remote_code: bool = False) -> int:
     """The embedding width of the backbone, read from its config (no weights loaded)."""
     if name == TINY_BACKBONE:
         return tiny_config().hidden_size
-    return _from_pretrained(AutoConfig, name).hidden_size
+    return _from_pretrained(AutoConfig, name, trust_remote_code).hidden_size
 
 
-def load_tokenizer(name: str):
+def load_tokenizer(name: str, trust_remote_code: bool = False):
     if name == TINY_BACKBONE:
         return tiny_tokenizer()
-    return _from_pretrained(AutoTokenizer, name)
+    return _from_pretrained(AutoTokenizer, name, trust_remote_code)
 
 
-def load_backbone(name: str) -> nn.Module:
+def load_backbone(name: str, trust_remote_code: bool = False) -> nn.Module:
     """The pretrained transformer (weights from safetensors where the folder has them)."""
     if name == TINY_BACKBONE:
         return BertModel(tiny_config(), add_pooling_layer=False)
-    config = _from_pretrained(AutoConfig, name)
+    config = _from_pretrained(AutoConfig, name, trust_remote_code)
     if config.model_type in ("bert", "mpnet", "roberta", "xlm-roberta"):
         # the pooler is unused by mean/CLS pooling; leaving it out keeps DDP free of unused params
-        return _from_pretrained(AutoModel, name, add_pooling_layer=False)
-    return _from_pretrained(AutoModel, name)
+        return _from_pretrained(AutoModel, name, trust_remote_code, add_pooling_layer=False)
+    return _from_pretrained(AutoModel, name, trust_remote_code)
 
 
 class Encoder(nn.Module):
@@ -125,7 +137,13 @@ class Encoder(nn.Module):
     rounding), and the batch itself stays as random as the sampler made it.
     """
 
-    def __init__(self, backbone: str, pooling: str = "mean", chunk_size: int | None = 64):
+    def __init__(
+        self,
+        backbone: str,
+        pooling: str = "mean",
+        chunk_size: int | None = 64,
+        trust_remote_code: bool = False,
+    ):
         super().__init__()
         if pooling not in POOLINGS:
             raise ConfigError(f"model.pooling={pooling!r} is unknown; use one of {POOLINGS}.")
@@ -133,7 +151,7 @@ class Encoder(nn.Module):
             raise ConfigError(f"model.chunk_size={chunk_size} must be >= 1 or null (no chunks).")
         self.pooling = pooling
         self.chunk_size = chunk_size
-        self.backbone = load_backbone(backbone)
+        self.backbone = load_backbone(backbone, trust_remote_code)
         self.backbone.train()  # from_pretrained returns eval mode; training wants dropout on
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

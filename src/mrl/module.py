@@ -39,6 +39,7 @@ class MatryoshkaModule(L.LightningModule):
         pooling: str = "mean",
         chunk_size: int | None = 64,
         compile: bool = False,
+        trust_remote_code: bool = False,
         dims: list[int] | None = None,
         rule: str = "pow2",
         min_dim_ratio: float = 1 / 12,
@@ -54,7 +55,7 @@ class MatryoshkaModule(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        hidden = backbone_hidden_size(backbone)
+        hidden = backbone_hidden_size(backbone, trust_remote_code)
         self.dims = resolve_dims(hidden, dims, rule, min_dim_ratio)
         self.weights = resolve_weights(self.dims, weights, given_dims=dims)
         self.eval_dims = eval_dims(hidden, self.dims, min_dim_ratio)
@@ -63,7 +64,7 @@ class MatryoshkaModule(L.LightningModule):
             raise ConfigError(f"loss.on_nonfinite={on_nonfinite!r} must be 'stop' or 'skip'.")
         # the baseline trains the full width only; every dim is still logged and evaluated
         self.train_weights = self.weights if matryoshka else [1.0] + [0.0] * (len(self.dims) - 1)
-        self.encoder = Encoder(backbone, pooling, chunk_size)
+        self.encoder = Encoder(backbone, pooling, chunk_size, trust_remote_code)
         if compile:  # in place: parameter names (and checkpoints) stay those of the plain model
             self.encoder.compile(dynamic=True)
         self.skipped_batches = 0

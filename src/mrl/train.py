@@ -24,6 +24,7 @@ from mrl.data import MatryoshkaDataModule
 from mrl.errors import ConfigError
 from mrl.hub import wandb_mode
 from mrl.module import MatryoshkaModule, NonFiniteLoss
+from mrl.redact import redact, refuse_secret_overrides
 from mrl.reliability import AtomicCheckpointIO, StopOnSignal
 from mrl.results import curve_rows, load_results, write_atomic, write_run_outputs
 
@@ -42,6 +43,7 @@ def module_args(cfg: DictConfig) -> dict:
         "pooling": cfg.model.pooling,
         "chunk_size": cfg.model.chunk_size,
         "compile": cfg.model.compile,
+        "trust_remote_code": cfg.model.trust_remote_code,
         "dims": list(m.dims) if m.dims is not None else None,
         "rule": m.rule,
         "min_dim_ratio": m.min_dim_ratio,
@@ -73,6 +75,7 @@ def datamodule_args(cfg: DictConfig) -> dict:
         "no_duplicates": d.no_duplicates,
         "num_workers": d.num_workers,
         "seed": cfg.seed,
+        "trust_remote_code": cfg.model.trust_remote_code,
     }
 
 
@@ -93,11 +96,13 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
                 resume="allow",  # a resumed run continues the same wandb run
                 save_dir=str(run_dir),
                 mode=wandb_mode(w.mode),
-                tags=list(w.tags),
-                config={
-                    **OmegaConf.to_container(cfg, resolve=True),
-                    "overrides": list(HydraConfig.get().overrides.task),
-                },
+                tags=redact(list(w.tags)),
+                config=redact(
+                    {
+                        **OmegaConf.to_container(cfg, resolve=True),
+                        "overrides": list(HydraConfig.get().overrides.task),
+                    }
+                ),
             )
         )
     return loggers
@@ -206,6 +211,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         log.info("%s exists: this run is finished, nothing to do (delete it to re-run).", done)
         return json.loads(done.read_text())
 
+    refuse_secret_overrides(list(HydraConfig.get().overrides.task))
     L.seed_everything(cfg.seed, workers=True)
     compare = (
         [load_results(cfg.eval.compare_to, "eval.compare_to")] if cfg.eval.compare_to else None
@@ -279,12 +285,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "train_dims": module.train_dims,
         "weights": module.weights,
         "seed": cfg.seed,
-        "overrides": list(HydraConfig.get().overrides.task),
+        "overrides": redact(list(HydraConfig.get().overrides.task)),
         "global_step": trainer.global_step,
         "test": {str(d): v for d, v in module.eval_results["test"].items()},
         "validation": {str(d): v for d, v in module.eval_results.get("val", {}).items()},
         "untrained_test": untrained,
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": redact(OmegaConf.to_container(cfg, resolve=True)),
     }
     if trainer.is_global_zero:
         write_run_outputs(run_dir, results, compare)

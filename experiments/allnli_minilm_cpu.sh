@@ -9,5 +9,9 @@ export MRL_DATA_DIR=${MRL_DATA_DIR:-../shared/data} MRL_MODEL_DIR=${MRL_MODEL_DI
 python train.py +exp=allnli_mrl model=minilm_l6 trainer=cpu callbacks.progress_bar=tqdm
 python train.py +exp=allnli_baseline model=minilm_l6 trainer=cpu callbacks.progress_bar=tqdm \
     "eval.compare_to='outputs/runs/allnli_mrl/seed42/model=minilm_l6'"
-python -m mrl.report outputs/runs/allnli_mrl/seed42/model=minilm_l6 \
-    outputs/runs/allnli_baseline/seed42/model=minilm_l6 --out experiments/results/allnli_minilm_cpu_table.md
+# the report over all seeds of the study (this seed and allnli_minilm_cpu_seeds.sh):
+study=experiments/results/allnli_minilm_cpu_study
+for exp in allnli_mrl allnli_baseline; do
+    mkdir -p "$study/$exp/seed42" && cp "outputs/runs/$exp/seed42/model=minilm_l6/results.json" "$study/$exp/seed42/"
+done
+python -m mrl.report "$study"

@@ -11,5 +11,10 @@ for seed in 43 44; do
     python train.py +exp=allnli_mrl model=minilm_l6 trainer=cpu seed=$seed
     python train.py +exp=allnli_baseline model=minilm_l6 trainer=cpu seed=$seed
 done
-python -m mrl.report outputs/runs/allnli_mrl/seed*/model=minilm_l6 \
-    outputs/runs/allnli_baseline/seed*/model=minilm_l6 --out experiments/results/allnli_minilm_cpu_seeds.md
+# copy each run's results.json into the committed study folder, then one report over all seeds
+study=experiments/results/allnli_minilm_cpu_study
+for run in outputs/runs/allnli_{mrl,baseline}/seed4[234]/model=minilm_l6; do
+    exp=$(basename "$(dirname "$(dirname "$run")")") seed=$(basename "$(dirname "$run")")
+    mkdir -p "$study/$exp/$seed" && cp "$run/results.json" "$study/$exp/$seed/"
+done
+python -m mrl.report "$study"   # -> $study/report.md, report.csv, report.png

@@ -344,8 +344,9 @@ def remove_startup_files(run_dir: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
         elif path.exists():
             path.unlink()
-    with contextlib.suppress(OSError):
-        run_dir.rmdir()  # only when empty
+    with contextlib.suppress(OSError):  # the folder and its parents, only while empty
+        for folder in (run_dir, run_dir.parent, run_dir.parent.parent):
+            folder.rmdir()
 
 
 class JobFailed(Exception):

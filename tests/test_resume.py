@@ -18,10 +18,10 @@ ARGS = [
 ]  # fmt: skip
 
 
-def _start(run_dir, data_dir):
-    env = {**os.environ, "MRL_DATA_DIR": str(data_dir)}
+def _start(run_dir, data_dir, *extra):
+    env = {**os.environ, "MRL_DATA_DIR": str(data_dir), "WANDB_MODE": "offline"}
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *ARGS, f"hydra.run.dir={run_dir}"],
+        [sys.executable, str(ROOT / "train.py"), *ARGS, *extra, f"hydra.run.dir={run_dir}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
 
@@ -82,3 +82,19 @@ def test_stop_signal_saves_exits_cleanly_and_resumes(tmp_path, data_dir, uninter
     assert not (run_dir / "results.json").exists()
     _finish(_start(run_dir, data_dir))
     assert _scores(run_dir) == uninterrupted
+
+
+@pytest.mark.slow
+def test_a_resumed_run_continues_the_same_wandb_run(tmp_path, data_dir):
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir, data_dir, "logger=wandb")
+    _wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "stopped by SIGTERM" in err, err[-2000:]
+    _finish(_start(run_dir, data_dir, "logger=wandb"))
+    # offline runs are stored as offline-run-<time>-<run id>: two sessions, one run id
+    sessions = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(sessions) == 2
+    assert len({s.name.rsplit("-", 1)[1] for s in sessions}) == 1
+    assert (run_dir / "results.json").is_file()

@@ -377,7 +377,9 @@ class MatryoshkaDataModule(L.LightningDataModule):
             return
         from mrl.encoder import load_tokenizer
 
-        tokenizer = load_tokenizer(self.hparams.backbone, self.hparams.trust_remote_code)
+        self.tokenizer = tokenizer = load_tokenizer(
+            self.hparams.backbone, self.hparams.trust_remote_code
+        )
         self.pad_id = tokenizer.pad_token_id
         for name, source in self.sources.items():
             ds = load_source(source)

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mrl.data import MatryoshkaDataModule
 from mrl.errors import ConfigError
+from mrl.export import EXPORT_DIR, export_encoder
 from mrl.hub import wandb_mode
 from mrl.module import MatryoshkaModule, NonFiniteLoss
 from mrl.redact import redact, refuse_secret_overrides
@@ -293,6 +294,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "config": redact(OmegaConf.to_container(cfg, resolve=True)),
     }
     if trainer.is_global_zero:
+        if cfg.export.sentence_transformers:  # before results.json, which marks the run done
+            export = run_dir / EXPORT_DIR
+            shutil.rmtree(export, ignore_errors=True)  # left by this run if it died right here
+            export_encoder(
+                module.encoder, datamodule.tokenizer, export, cfg.data.max_seq_length,
+                cfg.model.backbone, results,
+            )  # fmt: skip
         write_run_outputs(run_dir, results, compare)
         log_curve_to_wandb(trainer, results)
         print_summary(results, run_dir)

@@ -36,7 +36,9 @@ def test_short_run_logs_every_dim_resumes_and_overlays(data_dir, run_main, tmp_p
     results = json.loads((run_dir / "results.json").read_text())
     steps = results["global_step"]
     assert steps >= 3 and results["weights"] == [1.0, 2.0]
-    assert set(results["validation"]) == {"32", "8"}
+    assert results["schedule_dims"] == results["train_dims"] == [32, 8]
+    # evaluated at the schedule plus the pow2 dims of the width (32 -> 32/16/8/4)
+    assert set(results["validation"]) == set(results["test"]) == {"32", "16", "8", "4"}
     header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     for key in ("val/spearman@32", "val/spearman@8", "test/spearman@8", "test/retention@8",
                 "untrained/spearman@8", "train/loss@32", "train/loss@8"):  # fmt: skip

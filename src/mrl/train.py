@@ -33,7 +33,7 @@ log = logging.getLogger("mrl")
 
 # Files Hydra and this module create in a run folder before training starts; a run that fails
 # on bad input removes exactly these (never anything else) so no half-made run is left behind.
-STARTUP_FILES = (".hydra", "train.log", "wandb", "csv")
+STARTUP_FILES = (".hydra", "train.log", "eval.log", "wandb", "csv")
 
 
 def module_args(cfg: DictConfig) -> dict:

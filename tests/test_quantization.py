@@ -1,0 +1,56 @@
+"""Truncation x quantization: bytes, calibrated int8 / binary, and the float32 reference."""
+
+import numpy as np
+import pytest
+
+from mrl.evaluation import spearman_by_dim
+from mrl.quantization import (
+    Calibration,
+    bytes_per_embedding,
+    pair_similarity,
+    spearman_by_dim_and_kind,
+)
+
+
+def test_bytes_per_embedding():
+    assert [bytes_per_embedding(64, k) for k in ("float32", "float16", "int8", "binary")] == [
+        256, 128, 64, 8,
+    ]  # fmt: skip
+    assert bytes_per_embedding(33, "binary") == 5
+
+
+def test_int8_round_trip_error_is_within_half_a_step():
+    rng = np.random.default_rng(0)
+    sample = rng.normal(size=(500, 16)).astype(np.float32)
+    cal = Calibration(sample)
+    x = sample[:50]
+    back = cal.int8_dequantized(cal.int8(x))
+    step = (cal.high - cal.low) / 255
+    assert np.all(np.abs(back - x) <= step / 2 + 1e-6)
+    assert cal.int8(x).dtype == np.int8
+
+
+def test_binary_similarity_is_the_share_of_equal_bits():
+    cal = Calibration(np.array([[0.0] * 10, [0.0] * 10, [1.0] * 10], dtype=np.float32))  # medians 0
+    a = np.array([[1, 1, 1, 1, -1, -1, -1, -1, 1, 1]], dtype=np.float32)
+    b = np.array([[1, 1, -1, -1, -1, -1, 1, 1, 1, -1]], dtype=np.float32)
+    assert pair_similarity(a, b, "binary", cal)[0] == pytest.approx(5 / 10)
+    assert pair_similarity(a, a, "binary", cal)[0] == 1.0
+
+
+def test_float32_rows_equal_our_evaluation_and_storage_costs_little_on_good_data():
+    import torch
+
+    rng = np.random.default_rng(1)
+    left = rng.normal(size=(300, 32)).astype(np.float32)
+    right = left + rng.normal(size=(300, 32)).astype(np.float32) * rng.uniform(0.1, 2, (300, 1))
+    gold = -np.linalg.norm(left - right, axis=1)
+    cal = Calibration(np.concatenate([left, right]))
+    rows = spearman_by_dim_and_kind(left, right, gold, [32, 8], cal)
+    ours = spearman_by_dim(torch.tensor(left), torch.tensor(right), gold, [32, 8])
+    f32 = {r["dim"]: r["spearman"] for r in rows if r["kind"] == "float32"}
+    assert f32 == pytest.approx(ours, abs=1e-9)
+    at32 = {r["kind"]: r["spearman"] for r in rows if r["dim"] == 32}
+    assert at32["float16"] == pytest.approx(at32["float32"], abs=1e-3)
+    assert at32["float32"] - 0.05 < at32["int8"] <= at32["float32"] + 0.01
+    assert 0.3 < at32["binary"] < at32["float32"]

@@ -151,6 +151,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_dir", type=Path, help="a finished run folder")
     parser.add_argument("--out", type=Path, help=f"target folder (default: RUN_DIR/{EXPORT_DIR})")
     args = parser.parse_args(argv)
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # the unused pooler of the backbone is expected
     try:
         out = export_run(args.run_dir, args.out)
     except ConfigError as err:

@@ -1,7 +1,15 @@
+import math
+
 import pytest
 
 from mrl.errors import ConfigError
-from mrl.schedule import check_n_dims_per_step, dims_from_rule, resolve_dims, resolve_weights
+from mrl.schedule import (
+    check_n_dims_per_step,
+    dims_from_rule,
+    eval_dims,
+    resolve_dims,
+    resolve_weights,
+)
 
 
 def test_pow2_rule_keeps_the_seed_ratio():
@@ -50,3 +58,27 @@ def test_n_dims_per_step_range():
     check_n_dims_per_step(2, 5)
     with pytest.raises(ConfigError, match="n_dims_per_step=6"):
         check_n_dims_per_step(6, 5)
+
+
+def test_dense_and_ends_rules():
+    assert dims_from_rule(384, "dense") == [384, *range(352, 0, -32)]
+    assert dims_from_rule(384, "ends") == [384, 32]
+    assert dims_from_rule(32, "dense", 0.25) == [32, 24, 16, 8]
+
+
+def test_named_weight_schemes_have_mean_one_and_the_right_order():
+    dims = [384, 256, 128, 64, 32]
+    increasing = resolve_weights(dims, "increasing")
+    assert sum(increasing) == pytest.approx(len(dims))
+    assert increasing == sorted(increasing) and increasing[-1] > increasing[0]
+    raw = [1 + math.log2(384 / d) for d in dims]
+    assert increasing == pytest.approx([w * len(dims) / sum(raw) for w in raw])
+    assert resolve_weights(dims, "decreasing") == pytest.approx(increasing[::-1])
+    assert resolve_weights(dims, "uniform") == [1.0] * 5
+    with pytest.raises(ConfigError, match="matryoshka.weights='steep' is unknown"):
+        resolve_weights(dims, "steep")
+
+
+def test_eval_dims_add_the_pow2_dims_to_any_schedule():
+    assert eval_dims(384, [384, 32]) == [384, 256, 128, 64, 32]
+    assert eval_dims(384, [384, 192, 96, 48]) == [384, 256, 192, 128, 96, 64, 48, 32]

@@ -61,6 +61,14 @@ def test_export_round_trip_with_truncate_dim(data_dir, run_main, tmp_path):
     with pytest.raises(SystemExit, match="already exists"):
         main([str(run_dir), "--out", str(tmp_path / "again")])
 
+    # a checkpoint older than the run's end is not the tested model: refused unless asked for
+    results["global_step"] = 999
+    (run_dir / "results.json").write_text(json.dumps(results))
+    with pytest.raises(SystemExit, match="is from step 3 but the run ended at step 999"):
+        main([str(run_dir), "--out", str(tmp_path / "stale")])
+    main([str(run_dir), "--out", str(tmp_path / "stale"), "--allow-earlier-checkpoint"])
+    assert "Note: weights from step 3 of 999" in (tmp_path / "stale" / "README.md").read_text()
+
 
 def test_export_of_a_folder_without_weights_is_one_line(tmp_path):
     run_dir = tmp_path / "run"

@@ -62,7 +62,9 @@ def model_card(results: dict | None, backbone: str, width: int) -> str:
         "```",
         "",
     ]
-    if results:
+    if results and "note" in results:
+        lines += [f"Note: {results['note']}.", ""]
+    elif results:
         lines += [
             f"## STS-B test Spearman (cosine) by dimension — `{results['experiment']}`, "
             f"seed {results.get('seed')}",
@@ -124,8 +126,12 @@ def export_encoder(
     return out
 
 
-def export_run(run_dir: Path, out: Path | None = None) -> Path:
-    """Export a finished run from its results.json and checkpoints/last.ckpt."""
+def export_run(run_dir: Path, out: Path | None = None, allow_earlier: bool = False) -> Path:
+    """Export a finished run from its results.json and checkpoints/last.ckpt.
+
+    Runs made before last.ckpt was saved at the end may hold an earlier step's weights; those
+    export only with `allow_earlier` (the model card then says which step, without the table).
+    """
     from mrl.encoder import Encoder, load_tokenizer
 
     run_dir = Path(run_dir)
@@ -134,6 +140,14 @@ def export_run(run_dir: Path, out: Path | None = None) -> Path:
     if not ckpt.is_file():
         raise ConfigError(f"{run_dir} has no checkpoints/last.ckpt to export the weights from.")
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    card, step, final = results, state.get("global_step"), results.get("global_step")
+    if step != final:
+        if not allow_earlier:
+            raise ConfigError(
+                f"{ckpt} is from step {step} but the run ended at step {final}, so it is not the "
+                "tested model; pass --allow-earlier-checkpoint to export it anyway."
+            )
+        card = {"note": f"weights from step {step} of {final}; the run's scores are not theirs"}
     hparams = state["hyper_parameters"]
     trust = hparams.get("trust_remote_code", False)
     encoder = Encoder(hparams["backbone"], hparams["pooling"], trust_remote_code=trust)
@@ -143,19 +157,24 @@ def export_run(run_dir: Path, out: Path | None = None) -> Path:
     tokenizer = load_tokenizer(hparams["backbone"], trust)
     max_len = results.get("config", {}).get("data", {}).get("max_seq_length", 128)
     out = out or run_dir / EXPORT_DIR
-    return export_encoder(encoder, tokenizer, out, max_len, hparams["backbone"], results)
+    return export_encoder(encoder, tokenizer, out, max_len, hparams["backbone"], card)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Export a run as a sentence-transformers model.")
     parser.add_argument("run_dir", type=Path, help="a finished run folder")
     parser.add_argument("--out", type=Path, help=f"target folder (default: RUN_DIR/{EXPORT_DIR})")
+    parser.add_argument(
+        "--allow-earlier-checkpoint",
+        action="store_true",
+        help="export last.ckpt even when it is from before the run's final step",
+    )
     args = parser.parse_args(argv)
     import transformers
 
     transformers.logging.set_verbosity_error()  # the unused pooler of the backbone is expected
     try:
-        out = export_run(args.run_dir, args.out)
+        out = export_run(args.run_dir, args.out, args.allow_earlier_checkpoint)
     except ConfigError as err:
         sys.exit(f"error: {err}")
     print(f"exported to {out}; load it with SentenceTransformer({str(out)!r}, truncate_dim=64)")

@@ -274,6 +274,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             file=sys.stderr,
         )
         return {}
+    # last.ckpt otherwise holds the last multiple of checkpoint_every_n_steps: save the final
+    # weights so the checkpoint (and an export made from it later) is the model that was tested
+    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     trainer.test(module, datamodule=datamodule, verbose=False)
 
     results = {

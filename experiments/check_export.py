@@ -1,0 +1,69 @@
+"""Issue 5 check: an exported run, loaded by sentence-transformers with truncate_dim, gives the
+same per-dim STS-B test Spearman as our own evaluation of the same weights.
+
+    MRL_DATA_DIR=../shared/data MRL_MODEL_DIR=../shared/models \
+        python experiments/check_export.py "outputs/runs/allnli_mrl/seed42/model=minilm_l6"
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+from sentence_transformers import SentenceTransformer
+
+from mrl.encoder import Encoder, load_tokenizer
+from mrl.evaluation import spearman_by_dim
+
+run = Path(sys.argv[1])
+export = run / "sentence-transformers"
+state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+backbone = state["hyper_parameters"]["backbone"]
+encoder = Encoder(backbone, state["hyper_parameters"]["pooling"])
+encoder.load_state_dict(
+    {k[8:]: v for k, v in state["state_dict"].items() if k.startswith("encoder.")}
+)
+encoder.eval()
+tokenizer = load_tokenizer(backbone)
+rows = [
+    json.loads(x)
+    for x in (Path(os.environ["MRL_DATA_DIR"]) / "stsb/test.jsonl").read_text().splitlines()
+    if x
+]
+left, right = [r["sentence1"] for r in rows], [r["sentence2"] for r in rows]
+gold = [r["score"] for r in rows]
+
+
+def ours(texts):
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(texts), 128):
+            b = tokenizer(
+                texts[i : i + 128],
+                padding=True,
+                truncation=True,
+                max_length=128,
+                return_tensors="pt",
+            )
+            out.append(encoder(b["input_ids"], b["attention_mask"]))
+    return torch.cat(out)
+
+
+dims = [384, 256, 128, 64, 32]
+our_scores = spearman_by_dim(ours(left), ours(right), gold, dims)
+print(
+    f"checkpoint step {state['global_step']}; STS-B test Spearman, "
+    "ours vs sentence-transformers(truncate_dim=d)"
+)
+print("| dim | ours | sentence-transformers | abs diff |\n| --- | --- | --- | --- |")
+worst = 0.0
+for d in dims:
+    st = SentenceTransformer(str(export), device="cpu", truncate_dim=d)
+    a = st.encode(left, convert_to_tensor=True, batch_size=128)
+    b = st.encode(right, convert_to_tensor=True, batch_size=128)
+    assert a.shape[1] == d
+    theirs = spearman_by_dim(a, b, gold, [d])[d]
+    worst = max(worst, abs(theirs - our_scores[d]))
+    print(f"| {d} | {our_scores[d]:.6f} | {theirs:.6f} | {abs(theirs - our_scores[d]):.1e} |")
+print(f"largest difference: {worst:.1e}")

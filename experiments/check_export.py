@@ -1,5 +1,6 @@
 """Issue 5 check: an exported run, loaded by sentence-transformers with truncate_dim, gives the
-same per-dim STS-B test Spearman as our own evaluation of the same weights.
+same per-dim STS-B test Spearman as our own evaluation of the same weights (checked at 384, 64
+and 32 dims, each a separate sentence-transformers model and encode).
 
     MRL_DATA_DIR=../shared/data MRL_MODEL_DIR=../shared/models \
         python experiments/check_export.py "outputs/runs/allnli_mrl/seed42/model=minilm_l6"
@@ -58,7 +59,7 @@ print(
 )
 print("| dim | ours | sentence-transformers | abs diff |\n| --- | --- | --- | --- |")
 worst = 0.0
-for d in dims:
+for d in (384, 64, 32):  # the full width and the two smallest prefixes (each is a full encode)
     st = SentenceTransformer(str(export), device="cpu", truncate_dim=d)
     a = st.encode(left, convert_to_tensor=True, batch_size=128)
     b = st.encode(right, convert_to_tensor=True, batch_size=128)

@@ -285,7 +285,8 @@ def markdown_report(
                 word = "n/a" if verdict is None else ("beyond noise" if verdict else "within noise")
                 cells.append(f"{g.mean[d] - reference.mean[d]:+.4f} ({word})")
             lines.append(f"| {g.label} | " + " | ".join(cells) + " |")
-    lines += ["", f"Runs (below {root}):", "", "| run | group | seed | status |"]
+    shown = root.relative_to(Path.cwd()) if root.is_relative_to(Path.cwd()) else root
+    lines += ["", f"Runs (below {shown}):", "", "| run | group | seed | status |"]
     lines.append("| --- | --- | --- | --- |")
     for run in runs:
         status = run.status if run.status == "finished" else f"**{run.status}**: {run.reason}"

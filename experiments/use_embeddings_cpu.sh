@@ -9,7 +9,8 @@ out=experiments/results/evals
 mrl="outputs/runs/allnli_mrl/seed42/model=minilm_l6"
 base="outputs/runs/allnli_baseline/seed42/model=minilm_l6"
 for run in "$mrl" "$base"; do
-    [ -d "$run/sentence-transformers" ] || python -m mrl.export "$run"
+    # runs made before last.ckpt was saved at the end hold step 200 of 221: export that, labelled
+    [ -d "$run/sentence-transformers" ] || python -m mrl.export "$run" --allow-earlier-checkpoint
 done
 python eval.py model=sentence-transformers/all-MiniLM-L6-v2
 cp outputs/evals/sentence-transformers_all-MiniLM-L6-v2/benchmarks.md $out/all-MiniLM-L6-v2_untrained_benchmarks.md

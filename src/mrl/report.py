@@ -285,6 +285,7 @@ def markdown_report(
                 word = "n/a" if verdict is None else ("beyond noise" if verdict else "within noise")
                 cells.append(f"{g.mean[d] - reference.mean[d]:+.4f} ({word})")
             lines.append(f"| {g.label} | " + " | ".join(cells) + " |")
+    root = Path(root).resolve()
     shown = root.relative_to(Path.cwd()) if root.is_relative_to(Path.cwd()) else root
     lines += ["", f"Runs (below {shown}):", "", "| run | group | seed | status |"]
     lines.append("| --- | --- | --- | --- |")

@@ -48,9 +48,7 @@ def module_args(cfg: DictConfig) -> dict:
         "dims": list(m.dims) if m.dims is not None else None,
         "rule": m.rule,
         "min_dim_ratio": m.min_dim_ratio,
-        "weights": m.weights
-        if m.weights is None or isinstance(m.weights, str)
-        else list(m.weights),
+        "weights": list(m.weights) if OmegaConf.is_list(m.weights) else m.weights,  # or a name
         "n_dims_per_step": m.n_dims_per_step,
         "matryoshka": m.enabled,
         "scale": cfg.loss.scale,

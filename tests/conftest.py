@@ -78,23 +78,34 @@ needs_shared = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def run_main(compose_cfg):
-    """Runs `mrl.train.main` in-process as `python train.py <overrides>` would, in run_dir."""
+def call_task(task, config_dir: Path, config_name: str, overrides: list[str], run_dir: Path):
+    """Runs a Hydra task function in-process as its script would, with `run_dir` as the run
+    folder (HydraConfig set, the `hydra` node removed as @hydra.main does)."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from mrl.train import main
-
-    def _run(overrides: list[str], run_dir: Path):
-        cfg = compose_cfg([*overrides, f"hydra.run.dir={run_dir}"])
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
         with open_dict(cfg):
             cfg.hydra.runtime.output_dir = str(run_dir)
         HydraConfig.instance().set_config(cfg)
         with open_dict(cfg):
             del cfg["hydra"]
         run_dir.mkdir(parents=True, exist_ok=True)
-        return main(cfg)
+        return task(cfg)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def run_main():
+    """Runs `mrl.train.main` in-process as `python train.py <overrides>` would, in run_dir."""
+    from mrl.train import main
+
+    def _run(overrides: list[str], run_dir: Path):
+        return call_task(main, CONF, "train", [*overrides, f"hydra.run.dir={run_dir}"], run_dir)
 
     return _run
 

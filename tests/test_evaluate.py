@@ -6,15 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
 from mrl.encoder import Encoder, load_tokenizer
 from mrl.evaluation import spearman_by_dim
 from mrl.export import export_encoder
-from tests.conftest import CONF
+from tests.conftest import CONF, call_task
 
 BENCHMARKS = ["stsb", "sts12", "sts13", "sts14", "sts15", "sts16", "sickr"]
 
@@ -42,19 +38,7 @@ def tiny_model(tmp_path):
 def evaluate(overrides, run_dir: Path):
     from mrl.evaluate import main
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF / "evaluate"), version_base="1.3"):
-        cfg = compose("evaluate", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        main(cfg)
-    finally:
-        GlobalHydra.instance().clear()
+    return call_task(main, CONF / "evaluate", "evaluate", overrides, run_dir)
 
 
 def test_every_benchmark_at_every_dim_matches_our_own_evaluation(sts_dir, tiny_model, tmp_path):
@@ -81,6 +65,9 @@ def test_every_benchmark_at_every_dim_matches_our_own_evaluation(sts_dir, tiny_m
 
 def test_bad_models_and_dims_are_one_line(sts_dir, tiny_model, tmp_path, capsys):
     folder, _, _ = tiny_model
+    with pytest.raises(SystemExit):
+        evaluate([], tmp_path / "e0")
+    assert "error: no model given; run python eval.py model=<" in capsys.readouterr().err
     empty = tmp_path / "no-weights"
     shutil.copytree(folder, empty)
     (empty / "model.safetensors").unlink()

@@ -29,9 +29,9 @@ from mrl.schedule import dims_from_rule
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 
 
-def slug(text: str) -> str:
+def slug(text: str | None) -> str:
     """A folder name for a model id or path: other characters than [A-Za-z0-9._=-] -> '_'."""
-    return re.sub(r"[^A-Za-z0-9._=-]+", "_", str(text)).strip("_") or "model"
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", str(text or "")).strip("_") or "model"
 
 
 if not OmegaConf.has_resolver("slug"):
@@ -115,6 +115,10 @@ def benchmark_table(scores: dict[str, dict[int, float]], dims: list[int]) -> str
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
+    if not cfg.model:
+        raise ConfigError(
+            "no model given; run python eval.py model=<Hub id | local folder | run folder>."
+        )
     done = run_dir / "results.json"
     if done.is_file():
         print(f"{done} exists: this evaluation is done (delete it to re-run).")

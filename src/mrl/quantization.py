@@ -28,6 +28,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from mrl.errors import ConfigError
+from mrl.results import png_bytes
 
 KINDS = ("float32", "float16", "int8", "binary")
 
@@ -127,11 +128,7 @@ def plot(curves: dict[str, list[dict]]) -> bytes:
     ax.set_title("Truncation x quantization (line style: model, colour: storage)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    out = io.BytesIO()
-    fig.savefig(out, format="png")
-    plt.close(fig)
-    return out.getvalue()
+    return png_bytes(fig)
 
 
 def main(argv: list[str] | None = None) -> None:

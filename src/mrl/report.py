@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from mrl.errors import ConfigError
-from mrl.results import write_atomic
+from mrl.results import png_bytes, write_atomic
 
 # Overrides that never define a group: the seed is pooled; the rest is bookkeeping or hardware.
 NOT_GROUPING = {"seed", "sweep", "exp", "ckpt_path", "callbacks.progress_bar", "logger", "trainer"}
@@ -349,11 +349,7 @@ def overlay_png(runs: list[Run], groups: list[Group], dims: list[int], x: str = 
     ax.set_title("Size vs. performance (solid: Matryoshka loss, dashed: full width only)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    out = io.BytesIO()
-    fig.savefig(out, format="png")
-    plt.close(fig)
-    return out.getvalue()
+    return png_bytes(fig)
 
 
 def log_to_wandb(

@@ -121,6 +121,13 @@ def curve_png(results: dict, compare: list[dict] | None = None) -> bytes:
     ax.set_title("Size vs. performance (labels: retention of full-width score)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return png_bytes(fig)
+
+
+def png_bytes(fig) -> bytes:
+    """A finished matplotlib figure as PNG bytes (the figure is closed)."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out = io.BytesIO()
     fig.savefig(out, format="png")

@@ -1,5 +1,5 @@
 """Cached (GradCache) mode gives the plain mode's gradient, at several dims and with a random
-subset of dims per step, and replays dropout exactly."""
+subset of dims per step, for MNRL and CoSENT, and replays dropout exactly."""
 
 import pytest
 import torch
@@ -7,7 +7,7 @@ import torch
 from mrl.cached import cached_step
 from mrl.data import collate_texts
 from mrl.encoder import TINY_BACKBONE, Encoder, tiny_tokenizer
-from mrl.losses import matryoshka_mnrl_loss
+from mrl.losses import matryoshka_cosent_loss, matryoshka_mnrl_loss
 
 COLUMNS = ["anchor", "positive", "negative"]
 
@@ -99,3 +99,39 @@ def test_cached_mode_replays_dropout_masks():
         assert torch.equal(a, b)
     # and dropout is really active: another pass without the replay differs
     assert not torch.equal(encoder(batch["input_ids"][:8], batch["attention_mask"][:8]), first[0])
+
+
+def make_scored_pairs(n_rows=9):
+    tok = tiny_tokenizer()
+    rows = [
+        {
+            "sentence1_ids": tok(f"a sentence {i} " + "long " * (i % 3))["input_ids"],
+            "sentence2_ids": tok(f"another one {i * 3}")["input_ids"],
+            "score": (i * 7 % 5) / 5,
+        }
+        for i in range(n_rows)
+    ]
+    return collate_texts(rows, ["sentence1", "sentence2"], tok.pad_token_id)
+
+
+@pytest.mark.parametrize(
+    ("dims", "weights"),
+    [([32, 16, 8, 4], [1.0, 1.0, 1.0, 1.0]), ([32, 16, 8, 4], [0.0, 1.0, 0.0, 2.0])],
+)
+@pytest.mark.parametrize("mini_batch_size", [1, 5])
+def test_cached_cosent_gradient_equals_plain_gradient(dims, weights, mini_batch_size):
+    batch = make_scored_pairs()
+    n, scores = batch["n_rows"], batch["scores"]
+
+    def cosent(embeddings):
+        return matryoshka_cosent_loss(embeddings[:n], embeddings[n:], scores, dims, weights)
+
+    plain = make_encoder().eval()
+    loss, _ = cosent(plain(batch["input_ids"], batch["attention_mask"]))
+    loss.backward()
+    cached = make_encoder().eval()
+    cached_loss, _ = cached_step(
+        cached, batch["input_ids"], batch["attention_mask"], mini_batch_size, cosent
+    )
+    assert torch.allclose(cached_loss, loss.detach(), atol=1e-6)
+    assert_same_gradient(grads(cached), grads(plain))

@@ -1,5 +1,6 @@
-"""Two CPU processes (gloo): global in-batch negatives give the single-process gradient, and
-distributed evaluation scores the exact eval set once."""
+"""Two CPU processes (gloo): global in-batch negatives (MNRL) and the global ranking of scored
+pairs (CoSENT) give the single-process gradient, and distributed evaluation scores the exact
+eval set once."""
 
 import datetime
 import json
@@ -16,22 +17,31 @@ import torch.multiprocessing as mp
 from mrl.cached import cached_step
 from mrl.data import collate_texts
 from mrl.encoder import TINY_BACKBONE, Encoder, tiny_tokenizer
-from mrl.losses import matryoshka_mnrl_loss, split_global_batch
+from mrl.losses import (
+    matryoshka_cosent_loss,
+    matryoshka_mnrl_loss,
+    pairs_from_global_batch,
+    split_global_batch,
+)
 from tests.conftest import ROOT, make_data_dir
 
 DIMS, WEIGHTS = [32, 16, 8], [1.0, 0.5, 2.0]
 
 
-def _global_batch(n_rows=8):
+COLUMNS = {"mnrl": ["anchor", "positive", "negative"], "cosent": ["sentence1", "sentence2"]}
+
+
+def _global_batch(loss="mnrl", n_rows=8):
     tok = tiny_tokenizer()
     rows = []
     for i in range(n_rows):
-        texts = {
-            "anchor": f"query {i} about cats",
-            "positive": f"cats {i}",
-            "negative": f"dogs {i}",
-        }
-        rows.append({f"{k}_ids": tok(v)["input_ids"] for k, v in texts.items()})
+        texts = dict(
+            zip(COLUMNS[loss], [f"query {i} about cats", f"cats {i}", f"dogs {i}"], strict=False)
+        )
+        row = {f"{k}_ids": tok(v)["input_ids"] for k, v in texts.items()}
+        if loss == "cosent":
+            row["score"] = (i * 3 % 8) / 8
+        rows.append(row)
     return rows, tok.pad_token_id
 
 
@@ -43,14 +53,23 @@ def _encoder():
 
 
 def _collate(rows, pad_id):
-    return collate_texts(rows, ["anchor", "positive", "negative"], pad_id)
+    return collate_texts(rows, COLUMNS["cosent" if "score" in rows[0] else "mnrl"], pad_id)
 
 
-def _loss_on(embeddings, n_rows, rank=0, world=1):
+def _loss_on(embeddings, batch, rank=0, world=1):
+    """The module's `loss_on_embeddings`, with torch.distributed in place of Lightning."""
+    n_rows = batch["n_rows"]
     if world > 1:
         gathered = torch.stack(torch.distributed.nn.functional.all_gather(embeddings))
     else:
         gathered = embeddings[None]
+    if "scores" in batch:
+        scores = batch["scores"]
+        if world > 1:
+            scores = torch.cat([torch.zeros_like(scores) for _ in range(world)])
+            dist.all_gather(list(scores.chunk(world)), batch["scores"])
+        left, right = pairs_from_global_batch(gathered, n_rows)
+        return matryoshka_cosent_loss(left, right, scores, DIMS, WEIGHTS, 20.0)
     anchors, candidates, offset = split_global_batch(embeddings, gathered, n_rows, rank)
     return matryoshka_mnrl_loss(anchors, candidates, DIMS, WEIGHTS, 20.0, offset)
 
@@ -58,23 +77,23 @@ def _loss_on(embeddings, n_rows, rank=0, world=1):
 def _loss(encoder, rows, pad_id, rank=0, world=1):
     batch = _collate(rows, pad_id)
     embeddings = encoder(batch["input_ids"], batch["attention_mask"])
-    return _loss_on(embeddings, len(rows), rank, world)[0]
+    return _loss_on(embeddings, batch, rank, world)[0]
 
 
-def _worker(rank, world, port, out, cached):
+def _worker(rank, world, port, out, loss, cached):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     # a lost peer fails the collective after 2 minutes instead of hanging the test run
     dist.init_process_group(
         "gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120)
     )
     model = torch.nn.parallel.DistributedDataParallel(_encoder())
-    rows, pad_id = _global_batch()
+    rows, pad_id = _global_batch(loss)
     local = rows[rank::world]  # the sampler's sharding
     if cached:
         batch = _collate(local, pad_id)
         cached_step(
             model, batch["input_ids"], batch["attention_mask"], 3,
-            lambda emb: _loss_on(emb, len(local), rank, world), no_sync=model.no_sync,
+            lambda emb: _loss_on(emb, batch, rank, world), no_sync=model.no_sync,
         )  # fmt: skip
     else:
         _loss(model, local, pad_id, rank, world).backward()
@@ -89,21 +108,25 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("cached", [False, True], ids=["plain", "cached"])
-def test_ddp_gradient_equals_single_process_gradient_on_the_global_batch(tmp_path, cached):
+@pytest.mark.parametrize(
+    ("loss", "cached"),
+    [("mnrl", False), ("mnrl", True), ("cosent", False)],
+    ids=["mnrl-plain", "mnrl-cached", "cosent-plain"],
+)
+def test_ddp_gradient_equals_single_process_gradient_on_the_global_batch(tmp_path, loss, cached):
     out = tmp_path / "ddp_grads.pt"
-    mp.spawn(_worker, args=(2, _free_port(), str(out), cached), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _free_port(), str(out), loss, cached), nprocs=2, join=True)
     ddp_grads = torch.load(out, weights_only=True)
 
     encoder = _encoder()
-    rows, pad_id = _global_batch()
+    rows, pad_id = _global_batch(loss)
     # single process sees the same global batch, ordered as the gather orders it
     ordered = rows[0::2] + rows[1::2]
     _loss(encoder, ordered, pad_id).backward()
     for name, param in encoder.named_parameters():
         assert torch.allclose(ddp_grads[name], param.grad, atol=1e-6, rtol=1e-4), name
 
-    # and scale matters: with negatives only from the local half the gradient differs
+    # and scale matters: with negatives (or ranked pairs) only from the local half it differs
     encoder.zero_grad()
     (sum(_loss(encoder, half, pad_id) for half in (rows[0::2], rows[1::2])) / 2).backward()
     name, param = next(iter(encoder.named_parameters()))

@@ -11,13 +11,15 @@ import pytest
 from tests.conftest import FAST, ROOT
 
 
-@pytest.mark.parametrize("exp", ["allnli_mrl", "allnli_baseline"])
+@pytest.mark.parametrize(
+    "exp", ["allnli_mrl", "allnli_baseline", "stsb_cosent_mrl", "stsb_cosent_baseline"]
+)
 def test_fast_dev_run_writes_results_and_curve(data_dir, run_main, tmp_path, exp):
     run_dir = tmp_path / "run"
     full = run_main([f"+exp={exp}", *FAST, "trainer.fast_dev_run=true"], run_dir)
     results = json.loads((run_dir / "results.json").read_text())
     assert results["dims"] == [32, 16, 8, 4]
-    assert results["train_dims"] == ([32, 16, 8, 4] if exp == "allnli_mrl" else [32])
+    assert results["train_dims"] == ([32, 16, 8, 4] if exp.endswith("_mrl") else [32])
     assert set(results["test"]) == set(results["validation"]) == {"32", "16", "8", "4"}
     assert set(results["untrained_test"]) == {"32", "16", "8", "4"}
     assert results["config"]["exp_name"] == exp
@@ -163,6 +165,9 @@ def test_cached_mode_trains_with_a_random_subset_of_dims(data_dir, run_main, tmp
         (["trainer=gpu"], "no CUDA device is visible"),
         (["trainer=ddp"], "no CUDA device is visible"),
         (["trainer.precision=16-mixed"], "not available on the CPU"),
+        (["loss=cosent"], "loss=cosent trains on scored pairs but data.train.columns="),
+        (["data=stsb_pairs"], "loss=mnrl ignores gold scores"),
+        (["loss.name=triplet"], "loss.name='triplet' must be one of mnrl, cosent"),
     ],
 )
 def test_impossible_combinations_are_one_line(

@@ -1,4 +1,5 @@
-"""Contrastive losses on Matryoshka prefixes: plain MNRL and its weighted sum over nested dims.
+"""Losses on Matryoshka prefixes: MNRL (triplets, in-batch negatives) and CoSENT (scored pairs),
+each as a weighted sum over nested dims.
 
 Plain torch, no Lightning: the training module, tests and benchmarks call these directly.
 """
@@ -106,5 +107,64 @@ def matryoshka_mnrl_loss(
         d: _cross_entropy_on_diagonal(scale * sim, label_offset)
         for d, sim in zip(dims, sims, strict=True)
     }
+    total = sum(w * per_dim[d] for d, w in zip(dims, weights, strict=True) if w != 0)
+    return total, per_dim
+
+
+def pairs_from_global_batch(
+    gathered: torch.Tensor, n_rows: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both sides of every rank's scored pairs: (sentence1 rows, sentence2 rows) in rank order.
+
+    `gathered` is world x (2 n_rows) x dim, each rank's n_rows first texts then n_rows second
+    texts, gathered once at full width with gradient. Every rank computes the same loss over
+    the global batch; the gather's backward sums the world's gradients and DDP averages them,
+    which together give the single-process gradient of that loss.
+    """
+    world, _, dim = gathered.shape
+    left = gathered[:, :n_rows].reshape(world * n_rows, dim)
+    right = gathered[:, n_rows : 2 * n_rows].reshape(world * n_rows, dim)
+    return left, right
+
+
+def prefix_pair_cosines(
+    left: torch.Tensor, right: torch.Tensor, dims: Sequence[int]
+) -> list[torch.Tensor]:
+    """The cosine of each pair (left[i], right[i]) at every `dims`-prefix, largest dim first.
+
+    One pass: running sums of the coordinate products and squares give every prefix's dot
+    product and norms at once.
+    """
+    dots = (left * right).cumsum(-1)
+    norm_left = left.pow(2).cumsum(-1).sqrt().clamp_min(1e-12)  # same floor as F.normalize
+    norm_right = right.pow(2).cumsum(-1).sqrt().clamp_min(1e-12)
+    return [dots[:, d - 1] / (norm_left[:, d - 1] * norm_right[:, d - 1]) for d in dims]
+
+
+def cosent_loss(cosines: torch.Tensor, scores: torch.Tensor, scale: float = 20.0) -> torch.Tensor:
+    """CoSENT: every pair with a higher gold score than another should have the higher cosine.
+
+    log(1 + sum over (i, j) with scores[i] > scores[j] of exp(scale * (cos[j] - cos[i]))).
+    Only the order of the scores matters, so their scale (0-1 or 0-5) does not.
+    """
+    cosines = cosines.float()
+    lower_minus_higher = scale * (cosines[None, :] - cosines[:, None])  # [i, j]: cos_j - cos_i
+    ranked = scores[:, None] > scores[None, :]
+    terms = lower_minus_higher.masked_fill(~ranked, float("-inf")).flatten()
+    return torch.logsumexp(torch.cat([terms.new_zeros(1), terms]), dim=0)
+
+
+def matryoshka_cosent_loss(
+    left: torch.Tensor,
+    right: torch.Tensor,
+    scores: torch.Tensor,
+    dims: Sequence[int],
+    weights: Sequence[float],
+    scale: float = 20.0,
+) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """Weighted sum over `dims` of CoSENT on each prefix's pair cosines, and each dim's own loss
+    (weight 0: returned, not summed, as in `matryoshka_mnrl_loss`)."""
+    cosines = prefix_pair_cosines(left, right, dims)
+    per_dim = {d: cosent_loss(c, scores, scale) for d, c in zip(dims, cosines, strict=True)}
     total = sum(w * per_dim[d] for d, w in zip(dims, weights, strict=True) if w != 0)
     return total, per_dim

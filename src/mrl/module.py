@@ -12,7 +12,12 @@ from mrl.cached import cached_step
 from mrl.encoder import Encoder, backbone_hidden_size
 from mrl.errors import ConfigError
 from mrl.evaluation import retention, spearman_by_dim
-from mrl.losses import matryoshka_mnrl_loss, split_global_batch
+from mrl.losses import (
+    matryoshka_cosent_loss,
+    matryoshka_mnrl_loss,
+    pairs_from_global_batch,
+    split_global_batch,
+)
 from mrl.schedule import check_n_dims_per_step, eval_dims, resolve_dims, resolve_weights
 
 
@@ -24,9 +29,14 @@ class NonFiniteLoss(RuntimeError):
         super().__init__(f"the loss is {value} at step {step} (non-finite at dims {dims})")
 
 
-class MatryoshkaModule(L.LightningModule):
-    """Trains an encoder with MNRL summed over nested prefixes and evaluates every prefix.
+LOSSES = ("mnrl", "cosent")
 
+
+class MatryoshkaModule(L.LightningModule):
+    """Trains an encoder with a loss summed over nested prefixes and evaluates every prefix.
+
+    `loss="mnrl"` trains on triplets/pairs with in-batch negatives, `loss="cosent"` on pairs
+    with gold scores (the batch carries `scores`).
     All arguments are plain values, so `load_from_checkpoint` rebuilds the module alone.
     `matryoshka=False` trains only at the full width (the regular baseline) but still
     evaluates at every dim of `dims`. Evaluation also covers the standard pow2 dims of the
@@ -46,6 +56,7 @@ class MatryoshkaModule(L.LightningModule):
         weights: list[float] | str | None = None,
         n_dims_per_step: int | None = None,
         matryoshka: bool = True,
+        loss: str = "mnrl",
         scale: float = 20.0,
         cached_mini_batch_size: int | None = None,
         on_nonfinite: str = "stop",
@@ -60,6 +71,8 @@ class MatryoshkaModule(L.LightningModule):
         self.weights = resolve_weights(self.dims, weights, given_dims=dims)
         self.eval_dims = eval_dims(hidden, self.dims, min_dim_ratio)
         check_n_dims_per_step(n_dims_per_step, len(self.dims))
+        if loss not in LOSSES:
+            raise ConfigError(f"loss.name={loss!r} must be one of {', '.join(LOSSES)}.")
         if on_nonfinite not in ("stop", "skip"):
             raise ConfigError(f"loss.on_nonfinite={on_nonfinite!r} must be 'stop' or 'skip'.")
         # the baseline trains the full width only; every dim is still logged and evaluated
@@ -93,13 +106,21 @@ class MatryoshkaModule(L.LightningModule):
         return [w if i in keep else 0.0 for i, w in enumerate(self.train_weights)]
 
     def loss_on_embeddings(
-        self, embeddings: torch.Tensor, n_rows: int, weights: list[float]
+        self, embeddings: torch.Tensor, batch: dict, weights: list[float]
     ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        """The Matryoshka loss of this rank's anchors against the global batch's candidates."""
-        if self.trainer.world_size > 1:  # one gather of the full width, with gradient
-            gathered = self.all_gather(embeddings, sync_grads=True)
-        else:
-            gathered = embeddings[None]
+        """The Matryoshka loss of this rank's texts against the global batch.
+
+        Under several devices the full-width embeddings are gathered once, with gradient, and
+        every dim's similarities come from prefixes of that one gather.
+        """
+        n_rows, world = batch["n_rows"], self.trainer.world_size
+        gathered = self.all_gather(embeddings, sync_grads=True) if world > 1 else embeddings[None]
+        if self.hparams.loss == "cosent":
+            scores = self.all_gather(batch["scores"]).reshape(-1) if world > 1 else batch["scores"]
+            left, right = pairs_from_global_batch(gathered, n_rows)
+            return matryoshka_cosent_loss(
+                left, right, scores, self.dims, weights, self.hparams.scale
+            )
         anchors, candidates, offset = split_global_batch(
             embeddings, gathered, n_rows, self.global_rank
         )
@@ -110,10 +131,10 @@ class MatryoshkaModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         n_rows, weights = batch["n_rows"], self.step_weights()
         if self.automatic_optimization:
-            embeddings = self.encode(batch)  # one encode: anchors, then positives and negatives
-            loss, per_dim = self.loss_on_embeddings(embeddings, n_rows, weights)
+            embeddings = self.encode(batch)  # one encode: every column of the batch
+            loss, per_dim = self.loss_on_embeddings(embeddings, batch, weights)
         else:
-            loss, per_dim = self._cached_training_step(batch, n_rows, weights)
+            loss, per_dim = self._cached_training_step(batch, weights)
         if not torch.isfinite(loss):
             bad = [d for d, v in per_dim.items() if not torch.isfinite(v)]
             if self.hparams.on_nonfinite == "stop":
@@ -126,7 +147,7 @@ class MatryoshkaModule(L.LightningModule):
             self.log(f"train/loss@{dim}", value.detach(), batch_size=n_rows)
         return loss
 
-    def _cached_training_step(self, batch: dict, n_rows: int, weights: list[float]):
+    def _cached_training_step(self, batch: dict, weights: list[float]):
         """Cached mode (`loss.cached_mini_batch_size`): see `mrl.cached`; steps the optimizer."""
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         strategy = self.trainer.strategy
@@ -136,7 +157,7 @@ class MatryoshkaModule(L.LightningModule):
             batch["input_ids"],
             batch["attention_mask"],
             self.hparams.cached_mini_batch_size,
-            lambda embeddings: self.loss_on_embeddings(embeddings, n_rows, weights),
+            lambda embeddings: self.loss_on_embeddings(embeddings, batch, weights),
             backward=self.manual_backward,
             no_sync=no_sync,
         )

@@ -51,6 +51,7 @@ def module_args(cfg: DictConfig) -> dict:
         "weights": list(m.weights) if OmegaConf.is_list(m.weights) else m.weights,  # or a name
         "n_dims_per_step": m.n_dims_per_step,
         "matryoshka": m.enabled,
+        "loss": cfg.loss.name,
         "scale": cfg.loss.scale,
         "cached_mini_batch_size": cfg.loss.cached_mini_batch_size,
         "on_nonfinite": cfg.loss.on_nonfinite,
@@ -146,6 +147,18 @@ def trainer_args(cfg: DictConfig) -> dict:
 
 def check_combinations(cfg: DictConfig, trainer: dict) -> None:
     """Options that are each valid but impossible together, or on this machine: one line each."""
+    columns = list(cfg.data.train.columns)
+    scored = "score" in columns
+    if cfg.loss.name == "cosent" and (not scored or len(columns) != 3):
+        raise ConfigError(
+            f"loss=cosent trains on scored pairs but data.train.columns={columns}; use "
+            "data=stsb_pairs (columns [sentence1, sentence2, score]) or loss=mnrl."
+        )
+    if cfg.loss.name == "mnrl" and scored:
+        raise ConfigError(
+            f"loss=mnrl ignores gold scores but data.train.columns={columns} has one; use "
+            "loss=cosent for scored pairs (as +exp=stsb_cosent_mrl does)."
+        )
     mini = cfg.loss.cached_mini_batch_size
     if mini is not None:
         if mini < 1 or mini > cfg.data.batch_size:
@@ -274,7 +287,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         return {}
     # last.ckpt otherwise holds the last multiple of checkpoint_every_n_steps: save the final
     # weights so the checkpoint (and an export made from it later) is the model that was tested
-    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    # (weights_only=False: the full state, as every last.ckpt; it also silences Lightning's note)
+    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     trainer.test(module, datamodule=datamodule, verbose=False)
 
     results = {

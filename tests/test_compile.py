@@ -1,5 +1,6 @@
 """`model.compile=true`: the encoder runs through torch.compile (inductor) and gives the plain
-encoder's embeddings and gradients, with the plain parameter names (checkpoints, exports); attention is SDPA."""
+encoder's embeddings and gradients, with the plain parameter names (checkpoints, exports);
+attention is SDPA."""
 
 import pytest
 import torch

@@ -146,3 +146,17 @@ def test_cosent_on_too_few_pairs_is_zero_or_finite(n):
     loss = cosent_loss(cos, torch.arange(n, dtype=torch.float))
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(cos.grad).all()
+
+
+def test_cosent_equals_sentence_transformers_cosent_loss_at_every_prefix():
+    pytest.importorskip("sentence_transformers")
+    from sentence_transformers.losses import CoSENTLoss
+
+    g = torch.Generator().manual_seed(6)
+    left, right = torch.randn(12, 32, generator=g), torch.randn(12, 32, generator=g)
+    scores = torch.randint(0, 6, (12,), generator=g).float() / 5  # ties included
+    theirs = CoSENTLoss(model=torch.nn.Identity(), scale=20.0)
+    _, per_dim = matryoshka_cosent_loss(left, right, scores, [32, 8], [1.0, 1.0])
+    for d in (32, 8):
+        expected = theirs.compute_loss_from_embeddings([left[:, :d], right[:, :d]], scores)
+        assert torch.allclose(per_dim[d], expected, atol=1e-5)

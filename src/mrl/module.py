@@ -37,6 +37,7 @@ class MatryoshkaModule(L.LightningModule):
 
     `loss="mnrl"` trains on triplets/pairs with in-batch negatives, `loss="cosent"` on pairs
     with gold scores (the batch carries `scores`).
+
     All arguments are plain values, so `load_from_checkpoint` rebuilds the module alone.
     `matryoshka=False` trains only at the full width (the regular baseline) but still
     evaluates at every dim of `dims`. Evaluation also covers the standard pow2 dims of the

@@ -25,4 +25,4 @@ for exp in allnli_mrl allnli_baseline; do
         mkdir -p "$out/$exp/$seed" && cp "$study/$exp/$seed/results.json" "$out/$exp/$seed/"
     done
 done
-python -m mrl.report "$out" --reference +exp=stsb_cosent_baseline
+python -m mrl.report "$out" --reference stsb_cosent_baseline

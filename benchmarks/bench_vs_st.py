@@ -10,6 +10,8 @@ Parts (each prints its ratio; `all` runs them in this order):
             MatryoshkaLoss(MultipleNegativesRankingLoss): same backbone, triplets, batch size,
             sequence length, fp32, dims and no-duplicates batches; rounds alternate ours/theirs.
   overhead  our MRL step / our plain (baseline) step, alternating rounds.
+  chunks    our step with 64 texts per encoder call / with the default `model.chunk_size=auto`
+            (16 on CPU), alternating rounds: what grouping texts by length in small chunks buys.
   eval      STS-B test at 5 dims: ours (encode once, Spearman per dim) vs theirs
             (one EmbeddingSimilarityEvaluator with truncate_dim per dim), alternating.
   memory    peak resident memory during training (sampled every 5 ms) of cached mode at batch
@@ -243,6 +245,22 @@ def part_overhead(a) -> None:
     )
 
 
+def part_chunks(a) -> None:
+    fixed, auto = [], []
+    for r in range(a.rounds):
+        fixed += steady(
+            our_step_times(a.batch, a.steps, a.seq_len, ["model.chunk_size=64"]), a.warmup
+        )
+        auto += steady(our_step_times(a.batch, a.steps, a.seq_len, []), a.warmup)
+        print(f"  round {r + 1}: 64 texts/call {statistics.median(fixed):.3f} s/step, "
+              f"auto {statistics.median(auto):.3f} s/step", flush=True)  # fmt: skip
+    f, t = statistics.median(fixed), statistics.median(auto)
+    print(
+        f"chunks: step with 64 texts per encoder call {f:.3f} s, with chunk_size=auto {t:.3f} s "
+        f"(medians of {len(auto)} steps each) -> auto is {f / t:.2f}x faster"
+    )
+
+
 def part_eval(a) -> None:
     ours, theirs = [], []
     for _ in range(a.rounds):
@@ -308,7 +326,7 @@ def part_memory(a) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parts = ["all", "train", "overhead", "eval", "memory", "memory-child"]
+    parts = ["all", "train", "overhead", "chunks", "eval", "memory", "memory-child"]
     parser.add_argument("--part", default="all", choices=parts)
     parser.add_argument("--batch", type=int, default=32, help="triplets per step")
     parser.add_argument("--steps", type=int, default=6, help="steps per round")
@@ -332,7 +350,7 @@ def main() -> None:
     threads = f"{torch.get_num_threads()} threads | {os.cpu_count()} cores"
     print(f"{time.strftime('%Y-%m-%d %H:%M')} | torch {torch.__version__} | {threads}")
     print(f"command: {' '.join(sys.argv)}")
-    parts = ["train", "overhead", "eval", "memory"] if a.part == "all" else [a.part]
+    parts = ["train", "overhead", "chunks", "eval", "memory"] if a.part == "all" else [a.part]
     for part in parts:
         globals()[f"part_{part}"](a)
 

@@ -2,6 +2,8 @@
 # MRL vs. regular baseline, all-MiniLM-L6-v2 on the 28,142 shared NLI triplets, 1 epoch each,
 # on a 2-core CPU, offline. Reaches: see experiments/results/allnli_minilm_cpu.md.
 # Time: ~35-40 min per run on 2 idle cores (221 steps of 128 triplets + STS-B dev/test).
+# The committed results were made with model.chunk_size=64 (the default then; now `auto`,
+# 16 texts per call on CPU): add that override to draw the same dropout masks as they did.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MRL_DATA_DIR=${MRL_DATA_DIR:-../shared/data} MRL_MODEL_DIR=${MRL_MODEL_DIR:-../shared/models}

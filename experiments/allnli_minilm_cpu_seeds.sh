@@ -3,6 +3,8 @@
 # all-MiniLM-L6-v2, 28,142 shared NLI triplets, 1 epoch (221 steps of 128), 2-core CPU, offline.
 # Question: is MRL's gain at small dims larger than the seed-to-seed spread?
 # Time: ~35-55 min per run on 2 cores (4 runs); on one GPU a few minutes per run.
+# The committed results were made with model.chunk_size=64 (the default then; now `auto`,
+# 16 texts per call on CPU): add that override to draw the same dropout masks as they did.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MRL_DATA_DIR=${MRL_DATA_DIR:-../shared/data} MRL_MODEL_DIR=${MRL_MODEL_DIR:-../shared/models}

@@ -8,6 +8,8 @@
 # The committed run was made with the study's code (commit 6c7a430, 28,142 triplets, before
 # exact duplicates were dropped and before named weightings existed), with the same weights
 # as the explicit list matryoshka.weights=[0.3748,0.5941,0.9689,1.3437,1.7185].
+# The committed results were made with model.chunk_size=64 (the default then; now `auto`,
+# 16 texts per call on CPU): add that override to draw the same dropout masks as they did.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MRL_DATA_DIR=${MRL_DATA_DIR:-../shared/data} MRL_MODEL_DIR=${MRL_MODEL_DIR:-../shared/models}

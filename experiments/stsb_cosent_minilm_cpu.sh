@@ -6,6 +6,8 @@
 # Question: which data and loss give the better size-versus-performance curve, and does MRL's
 # gain at small dims hold when training on scored pairs?
 # Time: see conf/sweep/data.yaml (measured times are in the README's Results).
+# The committed results were made with model.chunk_size=64 (the default then; now `auto`,
+# 16 texts per call on CPU): add that override to draw the same dropout masks as they did.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MRL_DATA_DIR=${MRL_DATA_DIR:-../shared/data} MRL_MODEL_DIR=${MRL_MODEL_DIR:-../shared/models}

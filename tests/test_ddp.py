@@ -99,7 +99,11 @@ def _worker(rank, world, port, out, loss, cached):
         _loss(model, local, pad_id, rank, world).backward()
     if rank == 0:
         torch.save({n: p.grad for n, p in model.module.named_parameters()}, out)
-    dist.destroy_process_group()
+    dist.barrier()
+    # Leave without tearing down: freeing the DDP reducer and gloo group at exit can deadlock
+    # (a gloo thread waits for the GIL while the main thread, holding it, joins that thread);
+    # it hung a full test run once (2026-11-27). Exit status 0 is all mp.spawn checks.
+    os._exit(0)
 
 
 def _free_port():

@@ -48,7 +48,7 @@ class MatryoshkaModule(L.LightningModule):
         self,
         backbone: str,
         pooling: str = "mean",
-        chunk_size: int | None = 64,
+        chunk_size: int | str | None = "auto",
         compile: bool = False,
         trust_remote_code: bool = False,
         dims: list[int] | None = None,

@@ -185,6 +185,37 @@ def test_impossible_combinations_are_one_line(
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    ("trainer", "bf16", "message"),
+    [
+        (
+            {"accelerator": "gpu", "devices": 4},
+            True,
+            "trainer.devices=4 but this machine has 1 GPU",
+        ),
+        (
+            {"accelerator": "gpu", "devices": 1, "precision": "bf16-mixed"},
+            False,
+            "bf16-mixed but Tesla V100 has no bf16; use trainer.precision=16-mixed",
+        ),
+    ],
+)
+def test_gpu_combinations_this_machine_cannot_run(compose_cfg, monkeypatch, trainer, bf16, message):
+    """Checked without a GPU: torch.cuda reports one V100-like device (no bf16)."""
+    import torch
+
+    from mrl.errors import ConfigError
+    from mrl.train import check_combinations
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Tesla V100")
+    cfg = compose_cfg(["+exp=allnli_mrl"])
+    with pytest.raises(ConfigError, match=message):
+        check_combinations(cfg, trainer)
+    check_combinations(cfg, {**trainer, "devices": 1, "precision": "16-mixed"})  # this one fits
+
+
 def _nan_on_call(monkeypatch, bad_calls):
     import mrl.module
 

@@ -161,3 +161,45 @@ def test_two_process_ddp_run_scores_the_exact_eval_set_once(tmp_path, run_main, 
     single = json.loads((single_dir / "results.json").read_text())
     # before training both hold the same weights: the distributed score equals the exact one
     assert ddp_results["untrained_test"] == pytest.approx(single["untrained_test"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_torchrun_two_nodes_train_like_two_local_processes(tmp_path):
+    """`torchrun --nnodes=2` (both "nodes" on localhost, one CPU process each) with
+    trainer.num_nodes=2 joins one world of 2 and gives exactly the run that Lightning's own 2
+    local processes give; each launch writes to one run folder."""
+    data = make_data_dir(tmp_path / "data", n_triplets=48, n_pairs=41)
+    args = ["+exp=allnli_mrl", "model=tiny", "logger=csv", "callbacks.progress_bar=none",
+            "trainer=ddp", "trainer.accelerator=cpu", "trainer.precision=32-true",
+            "trainer.max_steps=2", "data.batch_size=8"]  # fmt: skip
+
+    def results(out):
+        files = list(out.rglob("results.json"))
+        assert len(files) == 1
+        return json.loads(files[0].read_text())
+
+    port, env = _free_port(), {**os.environ, "MRL_DATA_DIR": str(data)}
+    nodes = []
+    for rank in (0, 1):
+        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2",
+                   f"--node_rank={rank}", "--nproc_per_node=1", "--master_addr=127.0.0.1",
+                   f"--master_port={port}", str(ROOT / "train.py"), *args, "trainer.devices=1",
+                   "trainer.num_nodes=2"]  # fmt: skip
+        out = {**env, "MRL_OUTPUT_DIR": str(tmp_path / "tr")}
+        with (tmp_path / f"node{rank}.log").open("w") as log:  # a file, not a pipe: never full
+            nodes.append(subprocess.Popen(command, cwd=tmp_path, env=out, stdout=log, stderr=log))
+    codes = [node.wait(timeout=600) for node in nodes]
+    logs = [(tmp_path / f"node{rank}.log").read_text() for rank in (0, 1)]
+    assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in logs[1]  # the second node joined as rank 1 of 2
+
+    local = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args, "trainer.devices=2"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+        env={**env, "MRL_OUTPUT_DIR": str(tmp_path / "local")},
+    )  # fmt: skip
+    assert local.returncode == 0, local.stderr[-3000:]
+    two_nodes, two_local = results(tmp_path / "tr"), results(tmp_path / "local")
+    assert two_nodes["global_step"] == two_local["global_step"] == 2
+    assert two_nodes["test"] == pytest.approx(two_local["test"], abs=1e-9)
+    assert two_nodes["validation"] == pytest.approx(two_local["validation"], abs=1e-9)

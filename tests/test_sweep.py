@@ -78,10 +78,21 @@ def test_two_by_two_sweep_report_and_rerun_skips_finished_resumes_unfinished(tmp
 
 
 @pytest.mark.slow
-def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
-    proc = run_sweep(tmp_path, "matryoshka.weights=bogus,uniform", "seed=1")
-    assert proc.returncode != 0  # the sweep reports that a job failed, after running them all
-    assert "error: matryoshka.weights='bogus' is unknown" in proc.stderr
+@pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
+def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, launcher):
+    """With Hydra's basic launcher, and with submitit's (the SLURM launcher's code, run with
+    submitit's local executor: each job in its own process)."""
+    if launcher != "basic":
+        pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    proc = run_sweep(
+        tmp_path, "matryoshka.weights=bogus,uniform", "seed=1", f"hydra/launcher={launcher}"
+    )
+    assert proc.returncode == 1  # the sweep reports that a job failed, after running them all
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]  # the sweep's summary: one line per failed job
+    assert last.startswith("error: job ") and "/seed1/" in last
+    assert "matryoshka.weights=bogus" in last  # the job folder
+    assert "failed: matryoshka.weights='bogus' is unknown" in last  # and its error
     sweep_dir = tmp_path / "out" / "sweeps" / "weights"
     failed = list(sweep_dir.rglob("failed.json"))
     assert len(failed) == 1 and "bogus" in str(failed[0].parent)

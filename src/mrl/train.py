@@ -11,11 +11,13 @@ import json
 import logging
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -372,13 +374,10 @@ def remove_startup_files(run_dir: Path) -> None:
             folder.rmdir()
 
 
-class JobFailed(Exception):
-    """One job of a -m sweep failed: Hydra records it and the sweep goes on with the next job."""
-
-
 def fail(run_dir: Path, message: str, exit_code: int, multirun: bool) -> None:
     """Report a failed run in one line. Alone: exit with `exit_code`. In a sweep: leave
-    failed.json in the job folder (the report lists the job as failed) and let the sweep go on."""
+    failed.json in the job folder (the report lists the job as failed) and return, so the sweep
+    goes on; `SweepFailures` sums the failures up when the sweep ends."""
     print(f"error: {message}", file=sys.stderr)
     if not multirun:
         raise SystemExit(exit_code)
@@ -387,7 +386,29 @@ def fail(run_dir: Path, message: str, exit_code: int, multirun: bool) -> None:
     write_atomic(
         run_dir / "failed.json", json.dumps({"error": message, "overrides": overrides}, indent=2)
     )
-    raise JobFailed(message)
+
+
+class SweepFailures(Callback):
+    """Hydra callback (conf/hydra/default.yaml): when a -m sweep ends, one line per job that
+    failed during it (its folder and error, from its failed.json), then exit status 1.
+
+    Under launchers that run jobs elsewhere (submitit, SLURM) this is where the errors show."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self.started = time.time()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        failed = sorted(
+            path for path in sweep_dir.rglob("failed.json") if path.stat().st_mtime >= self.started
+        )
+        for path in failed:
+            error = json.loads(path.read_text())["error"]
+            print(
+                f"error: job {path.parent.relative_to(sweep_dir)} failed: {error}", file=sys.stderr
+            )
+        if failed:
+            raise SystemExit(1)
 
 
 def main(cfg: DictConfig) -> float | None:

@@ -214,50 +214,55 @@ def steady(times: list[float], warmup: int) -> list[float]:
     return times[warmup:]
 
 
-def part_train(a) -> None:
-    ours, theirs = [], []
+def alternate(a, label_a: str, steps_a, label_b: str, steps_b) -> tuple[float, float, int]:
+    """`a.rounds` rounds of `steps_a()` then `steps_b()` (each a fresh training run returning
+    its step times), printing running medians; returns both medians over the timed steps and
+    how many steps each side timed."""
+    times_a, times_b = [], []
     for r in range(a.rounds):
-        ours += steady(our_step_times(a.batch, a.steps, a.seq_len, []), a.warmup)
-        theirs += steady(st_step_times(a.batch, a.steps, a.seq_len), a.warmup)
-        print(f"  round {r + 1}: ours {statistics.median(ours):.2f} s/step, "
-              f"theirs {statistics.median(theirs):.2f} s/step", flush=True)  # fmt: skip
-    o, t = statistics.median(ours), statistics.median(theirs)
+        times_a += steady(steps_a(), a.warmup)
+        times_b += steady(steps_b(), a.warmup)
+        print(f"  round {r + 1}: {label_a} {statistics.median(times_a):.3f} s/step, "
+              f"{label_b} {statistics.median(times_b):.3f} s/step", flush=True)  # fmt: skip
+    return statistics.median(times_a), statistics.median(times_b), len(times_a)
+
+
+def part_train(a) -> None:
+    o, t, n = alternate(
+        a,
+        "ours", lambda: our_step_times(a.batch, a.steps, a.seq_len, []),
+        "theirs", lambda: st_step_times(a.batch, a.steps, a.seq_len),
+    )  # fmt: skip
     print(
-        f"train: batch {a.batch} triplets, seq {a.seq_len}, fp32, {len(ours)}+{len(theirs)} "
+        f"train: batch {a.batch} triplets, seq {a.seq_len}, fp32, {n}+{n} "
         f"steps: ours {a.batch / o:.2f} samples/s, sentence-transformers {a.batch / t:.2f} "
         f"samples/s -> ratio ours/theirs = {t / o:.2f}x"
     )
 
 
 def part_overhead(a) -> None:
-    mrl, plain = [], []
-    for r in range(a.rounds):
-        mrl += steady(our_step_times(a.batch, a.steps, a.seq_len, []), a.warmup)
-        plain += steady(
-            our_step_times(a.batch, a.steps, a.seq_len, ["matryoshka.enabled=false"]), a.warmup
-        )
-        print(f"  round {r + 1}: MRL {statistics.median(mrl):.3f} s/step, "
-              f"plain {statistics.median(plain):.3f} s/step", flush=True)  # fmt: skip
-    m, p = statistics.median(mrl), statistics.median(plain)
+    plain = ["matryoshka.enabled=false"]
+    m, p, n = alternate(
+        a,
+        "MRL", lambda: our_step_times(a.batch, a.steps, a.seq_len, []),
+        "plain", lambda: our_step_times(a.batch, a.steps, a.seq_len, plain),
+    )  # fmt: skip
     print(
-        f"overhead: MRL step {m:.3f} s, plain step {p:.3f} s (medians of {len(mrl)} steps each) "
+        f"overhead: MRL step {m:.3f} s, plain step {p:.3f} s (medians of {n} steps each) "
         f"-> MRL / plain = {m / p:.3f}x"
     )
 
 
 def part_chunks(a) -> None:
-    fixed, auto = [], []
-    for r in range(a.rounds):
-        fixed += steady(
-            our_step_times(a.batch, a.steps, a.seq_len, ["model.chunk_size=64"]), a.warmup
-        )
-        auto += steady(our_step_times(a.batch, a.steps, a.seq_len, []), a.warmup)
-        print(f"  round {r + 1}: 64 texts/call {statistics.median(fixed):.3f} s/step, "
-              f"auto {statistics.median(auto):.3f} s/step", flush=True)  # fmt: skip
-    f, t = statistics.median(fixed), statistics.median(auto)
+    fixed = ["model.chunk_size=64"]
+    f, t, n = alternate(
+        a,
+        "64 texts/call", lambda: our_step_times(a.batch, a.steps, a.seq_len, fixed),
+        "auto", lambda: our_step_times(a.batch, a.steps, a.seq_len, []),
+    )  # fmt: skip
     print(
         f"chunks: step with 64 texts per encoder call {f:.3f} s, with chunk_size=auto {t:.3f} s "
-        f"(medians of {len(auto)} steps each) -> auto is {f / t:.2f}x faster"
+        f"(medians of {n} steps each) -> auto is {f / t:.2f}x faster"
     )
 
 

@@ -139,7 +139,7 @@ class MatryoshkaModule(L.LightningModule):
         if not torch.isfinite(loss):
             bad = [d for d, v in per_dim.items() if not torch.isfinite(v)]
             if self.hparams.on_nonfinite == "stop":
-                raise NonFiniteLoss(self.global_step, bad, float(loss))
+                raise NonFiniteLoss(self.global_step, bad, float(loss.detach()))
             self.skipped_batches += 1  # no backward, no optimizer step for this batch
             self.log("train/skipped_batches", float(self.skipped_batches), batch_size=n_rows)
             return None

@@ -203,3 +203,42 @@ def test_torchrun_two_nodes_train_like_two_local_processes(tmp_path):
     assert two_nodes["global_step"] == two_local["global_step"] == 2
     assert two_nodes["test"] == pytest.approx(two_local["test"], abs=1e-9)
     assert two_nodes["validation"] == pytest.approx(two_local["validation"], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_ddp_jobs_of_a_sweep_start_their_own_workers(tmp_path):
+    """In `train.py -m`, each DDP job starts workers that run that job alone (not the whole
+    sweep again), so jobs may differ in world size, and a 2-process job trains exactly like the
+    same run outside a sweep; no worker makes a run folder of its own."""
+    data = make_data_dir(tmp_path / "data", n_triplets=48, n_pairs=41)
+    env = {**os.environ, "MRL_DATA_DIR": str(data)}
+    args = ["+exp=allnli_mrl", "model=tiny", "logger=csv", "callbacks.progress_bar=none",
+            "trainer=ddp", "trainer.accelerator=cpu", "trainer.precision=32-true",
+            "trainer.max_steps=2", "data.batch_size=8"]  # fmt: skip
+    sweep = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "-m", *args, "trainer.devices=2,1"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+        env={**env, "MRL_OUTPUT_DIR": str(tmp_path / "sweep")},
+    )  # fmt: skip
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    output = sweep.stdout + sweep.stderr
+    assert output.count("Launching 2 jobs") == 1  # the worker did not start the sweep again
+    jobs = {p.parent.name: p.parent for p in (tmp_path / "sweep").rglob("results.json")}
+    assert len(jobs) == 2 and [p.name for p in (tmp_path / "sweep").iterdir()] == ["sweeps"]
+    two = next(folder for name, folder in jobs.items() if "trainer.devices=2" in name)
+    one = next(folder for name, folder in jobs.items() if "trainer.devices=1" in name)
+    assert (two / "train_ddp_process_1.log").is_file()
+    assert not (one / "train_ddp_process_1.log").exists()
+
+    alone = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args, "trainer.devices=2"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+        env={**env, "MRL_OUTPUT_DIR": str(tmp_path / "alone")},
+    )  # fmt: skip
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    [alone_results] = (tmp_path / "alone").rglob("results.json")
+    in_sweep, outside = (
+        json.loads((two / "results.json").read_text()),
+        json.loads(alone_results.read_text()),
+    )
+    assert in_sweep["test"] == pytest.approx(outside["test"], abs=1e-9)

@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -20,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from mrl.data import MatryoshkaDataModule
 from mrl.errors import ConfigError
@@ -388,6 +389,40 @@ def fail(run_dir: Path, message: str, exit_code: int, multirun: bool) -> None:
     )
 
 
+# what Lightning's subprocess launcher sets in its own environment when it starts DDP workers
+LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@contextlib.contextmanager
+def sweep_job_with_its_own_workers(hydra_cfg: DictConfig, run_dir: Path):
+    """One job of a -m sweep whose DDP workers, if Lightning starts any, run this job alone.
+
+    Lightning starts workers by re-running this process's command line (`sys.argv`) with
+    `hydra.run.dir=<hydra.run.dir>` added. In a sweep that command line is the whole sweep, so
+    each worker would re-run every job, and the next job would find the old process group and
+    `LOCAL_RANK` set, and start no workers of its own. Here the command line becomes this job's
+    own overrides (no `-m`) in this job's folder, so each worker is a single run there, as under
+    `python train.py`; when the job ends, the group and the launcher's variables go. Workers
+    started outside (torchrun, srun) set `LOCAL_RANK` or SLURM's variables and are left alone.
+    """
+    argv, launch_env = sys.argv, {key: os.environ.get(key) for key in LAUNCH_ENV}
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    with read_write(hydra_cfg):
+        hydra_cfg.run.dir = str(run_dir)
+    try:
+        yield
+    finally:
+        sys.argv = argv
+        if launch_env["LOCAL_RANK"] is None and "LOCAL_RANK" in os.environ:  # we launched them
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+            for key, value in launch_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
 class SweepFailures(Callback):
     """Hydra callback (conf/hydra/default.yaml): when a -m sweep ends, one line per job that
     failed during it (its folder and error, from its failed.json), then exit status 1.
@@ -423,28 +458,32 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     (run_dir / "failed.json").unlink(missing_ok=True)  # a re-run gets a fresh verdict
-    try:
-        results = run(cfg, run_dir)
-        return results["test"][str(max(results["dims"]))] if results else None
-    except ConfigError as err:
-        if not multirun:
-            remove_startup_files(run_dir)
-        fail(run_dir, str(err), 2, multirun)
-    except NonFiniteLoss as err:
-        last = run_dir / "checkpoints" / "last.ckpt"
-        good = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint yet"
-        message = (
-            f"{err}; {good} (nothing was saved after the bad step). Lower optim.lr, "
-            "or set loss.on_nonfinite=skip to skip such batches."
-        )
-        fail(run_dir, message, 3, multirun)
-    except Exception as err:
-        if not multirun:
-            raise
-        log.exception("job failed")
-        fail(run_dir, f"{type(err).__name__}: {err}", 1, multirun)
-    finally:
-        if "wandb" in sys.modules:
-            import wandb
+    job = (
+        sweep_job_with_its_own_workers(hydra_cfg, run_dir) if multirun else contextlib.nullcontext()
+    )
+    with job:
+        try:
+            results = run(cfg, run_dir)
+            return results["test"][str(max(results["dims"]))] if results else None
+        except ConfigError as err:
+            if not multirun:
+                remove_startup_files(run_dir)
+            fail(run_dir, str(err), 2, multirun)
+        except NonFiniteLoss as err:
+            last = run_dir / "checkpoints" / "last.ckpt"
+            good = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint yet"
+            message = (
+                f"{err}; {good} (nothing was saved after the bad step). Lower optim.lr, "
+                "or set loss.on_nonfinite=skip to skip such batches."
+            )
+            fail(run_dir, message, 3, multirun)
+        except Exception as err:
+            if not multirun:
+                raise
+            log.exception("job failed")
+            fail(run_dir, f"{type(err).__name__}: {err}", 1, multirun)
+        finally:
+            if "wandb" in sys.modules:
+                import wandb
 
-            wandb.finish()
+                wandb.finish()

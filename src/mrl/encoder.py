@@ -180,6 +180,7 @@ class Encoder(nn.Module):
         return torch.cat(pieces)[order.argsort()]
 
     def texts_per_call(self, device: torch.device) -> int | None:
+        """`chunk_size` with `auto` resolved for `device` (None: the whole batch in one call)."""
         if self.chunk_size != "auto":
             return self.chunk_size
         return AUTO_CHUNK_SIZE.get(device.type, AUTO_CHUNK_SIZE_ELSEWHERE)

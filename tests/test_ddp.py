@@ -163,28 +163,45 @@ def test_two_process_ddp_run_scores_the_exact_eval_set_once(tmp_path, run_main, 
     assert ddp_results["untrained_test"] == pytest.approx(single["untrained_test"], abs=1e-6)
 
 
-@pytest.mark.slow
-def test_torchrun_two_nodes_train_like_two_local_processes(tmp_path):
-    """`torchrun --nnodes=2` (both "nodes" on localhost, one CPU process each) with
-    trainer.num_nodes=2 joins one world of 2 and gives exactly the run that Lightning's own 2
-    local processes give; each launch writes to one run folder."""
-    data = make_data_dir(tmp_path / "data", n_triplets=48, n_pairs=41)
-    args = ["+exp=allnli_mrl", "model=tiny", "logger=csv", "callbacks.progress_bar=none",
+DDP_ARGS = ["+exp=allnli_mrl", "model=tiny", "logger=csv", "callbacks.progress_bar=none",
             "trainer=ddp", "trainer.accelerator=cpu", "trainer.precision=32-true",
             "trainer.max_steps=2", "data.batch_size=8"]  # fmt: skip
 
-    def results(out):
-        files = list(out.rglob("results.json"))
-        assert len(files) == 1
-        return json.loads(files[0].read_text())
 
+def _results(out):
+    files = list(out.rglob("results.json"))
+    assert len(files) == 1
+    return json.loads(files[0].read_text())
+
+
+@pytest.fixture(scope="module")
+def two_local_processes(tmp_path_factory):
+    """A tiny data mirror and the results of `train.py` on it with Lightning's 2 CPU processes:
+    the run the torchrun and sweep launches below must reproduce."""
+    root = tmp_path_factory.mktemp("two_local")
+    data = make_data_dir(root / "data", n_triplets=48, n_pairs=41)
+    env = {**os.environ, "MRL_DATA_DIR": str(data), "MRL_OUTPUT_DIR": str(root / "out")}
+    local = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *DDP_ARGS, "trainer.devices=2"],
+        capture_output=True, text=True, cwd=root, env=env, timeout=600,
+    )  # fmt: skip
+    assert local.returncode == 0, local.stderr[-3000:]
+    return data, _results(root / "out")
+
+
+@pytest.mark.slow
+def test_torchrun_two_nodes_train_like_two_local_processes(tmp_path, two_local_processes):
+    """`torchrun --nnodes=2` (both "nodes" on localhost, one CPU process each) with
+    trainer.num_nodes=2 joins one world of 2 and gives exactly the run that Lightning's own 2
+    local processes give, in one run folder."""
+    data, two_local = two_local_processes
     port, env = _free_port(), {**os.environ, "MRL_DATA_DIR": str(data)}
     nodes = []
     for rank in (0, 1):
         command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2",
                    f"--node_rank={rank}", "--nproc_per_node=1", "--master_addr=127.0.0.1",
-                   f"--master_port={port}", str(ROOT / "train.py"), *args, "trainer.devices=1",
-                   "trainer.num_nodes=2"]  # fmt: skip
+                   f"--master_port={port}", str(ROOT / "train.py"), *DDP_ARGS,
+                   "trainer.devices=1", "trainer.num_nodes=2"]  # fmt: skip
         out = {**env, "MRL_OUTPUT_DIR": str(tmp_path / "tr")}
         with (tmp_path / f"node{rank}.log").open("w") as log:  # a file, not a pipe: never full
             nodes.append(subprocess.Popen(command, cwd=tmp_path, env=out, stdout=log, stderr=log))
@@ -193,32 +210,22 @@ def test_torchrun_two_nodes_train_like_two_local_processes(tmp_path):
     assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in logs[1]  # the second node joined as rank 1 of 2
 
-    local = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args, "trainer.devices=2"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=600,
-        env={**env, "MRL_OUTPUT_DIR": str(tmp_path / "local")},
-    )  # fmt: skip
-    assert local.returncode == 0, local.stderr[-3000:]
-    two_nodes, two_local = results(tmp_path / "tr"), results(tmp_path / "local")
+    two_nodes = _results(tmp_path / "tr")
     assert two_nodes["global_step"] == two_local["global_step"] == 2
     assert two_nodes["test"] == pytest.approx(two_local["test"], abs=1e-9)
     assert two_nodes["validation"] == pytest.approx(two_local["validation"], abs=1e-9)
 
 
 @pytest.mark.slow
-def test_ddp_jobs_of_a_sweep_start_their_own_workers(tmp_path):
+def test_ddp_jobs_of_a_sweep_start_their_own_workers(tmp_path, two_local_processes):
     """In `train.py -m`, each DDP job starts workers that run that job alone (not the whole
     sweep again), so jobs may differ in world size, and a 2-process job trains exactly like the
     same run outside a sweep; no worker makes a run folder of its own."""
-    data = make_data_dir(tmp_path / "data", n_triplets=48, n_pairs=41)
-    env = {**os.environ, "MRL_DATA_DIR": str(data)}
-    args = ["+exp=allnli_mrl", "model=tiny", "logger=csv", "callbacks.progress_bar=none",
-            "trainer=ddp", "trainer.accelerator=cpu", "trainer.precision=32-true",
-            "trainer.max_steps=2", "data.batch_size=8"]  # fmt: skip
+    data, two_local = two_local_processes
     sweep = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "-m", *args, "trainer.devices=2,1"],
+        [sys.executable, str(ROOT / "train.py"), "-m", *DDP_ARGS, "trainer.devices=2,1"],
         capture_output=True, text=True, cwd=tmp_path, timeout=600,
-        env={**env, "MRL_OUTPUT_DIR": str(tmp_path / "sweep")},
+        env={**os.environ, "MRL_DATA_DIR": str(data), "MRL_OUTPUT_DIR": str(tmp_path / "sweep")},
     )  # fmt: skip
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     output = sweep.stdout + sweep.stderr
@@ -229,16 +236,5 @@ def test_ddp_jobs_of_a_sweep_start_their_own_workers(tmp_path):
     one = next(folder for name, folder in jobs.items() if "trainer.devices=1" in name)
     assert (two / "train_ddp_process_1.log").is_file()
     assert not (one / "train_ddp_process_1.log").exists()
-
-    alone = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args, "trainer.devices=2"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=600,
-        env={**env, "MRL_OUTPUT_DIR": str(tmp_path / "alone")},
-    )  # fmt: skip
-    assert alone.returncode == 0, alone.stderr[-3000:]
-    [alone_results] = (tmp_path / "alone").rglob("results.json")
-    in_sweep, outside = (
-        json.loads((two / "results.json").read_text()),
-        json.loads(alone_results.read_text()),
-    )
-    assert in_sweep["test"] == pytest.approx(outside["test"], abs=1e-9)
+    in_sweep = json.loads((two / "results.json").read_text())
+    assert in_sweep["test"] == pytest.approx(two_local["test"], abs=1e-9)

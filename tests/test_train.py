@@ -201,7 +201,7 @@ def test_impossible_combinations_are_one_line(
     ],
 )
 def test_gpu_combinations_this_machine_cannot_run(compose_cfg, monkeypatch, trainer, bf16, message):
-    """Checked without a GPU: torch.cuda reports one V100-like device (no bf16)."""
+    """Checked without a GPU: torch.cuda reports one V100-like device, with or without bf16."""
     import torch
 
     from mrl.errors import ConfigError

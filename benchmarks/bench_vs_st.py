@@ -143,7 +143,7 @@ def st_step_times(batch: int, steps: int, seq_len: int) -> list[float]:
     from sentence_transformers.training_args import BatchSamplers
     from transformers import TrainerCallback
 
-    from mrl.data import Source, load_source
+    from mrl.sources import Source, load_source
 
     cfg = compose([])
     train = load_source(Source.from_config(cfg.data.train)).select(range(batch * (steps + 2)))
@@ -185,7 +185,7 @@ def st_step_times(batch: int, steps: int, seq_len: int) -> list[float]:
 def st_eval_seconds(eval_batch: int) -> tuple[float, dict[int, float]]:
     from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator
 
-    from mrl.data import Source, load_source
+    from mrl.sources import Source, load_source
 
     test = load_source(Source.from_config(compose([]).eval.test))
     model = _st_model(128)

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from mrl.data import Source, load_source
 from mrl.errors import ConfigError
+from mrl.sources import Source, load_source
 from tests.conftest import FAST
 
 PAIRS = Source(

@@ -4,10 +4,10 @@ subset of dims per step, for MNRL and CoSENT, and replays dropout exactly."""
 import pytest
 import torch
 
+from mrl.batch import collate_texts
 from mrl.cached import cached_step
-from mrl.data import collate_texts
 from mrl.encoder import TINY_BACKBONE, Encoder, tiny_tokenizer
-from mrl.losses import matryoshka_cosent_loss, matryoshka_mnrl_loss
+from mrl.matryoshka import matryoshka_cosent_loss, matryoshka_mnrl_loss
 
 COLUMNS = ["anchor", "positive", "negative"]
 

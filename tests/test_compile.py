@@ -5,7 +5,7 @@ attention is SDPA."""
 import pytest
 import torch
 
-from mrl.data import collate_texts
+from mrl.batch import collate_texts
 from mrl.encoder import TINY_BACKBONE, tiny_tokenizer
 from mrl.module import MatryoshkaModule
 

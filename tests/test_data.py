@@ -4,8 +4,10 @@ import pytest
 import torch
 
 from mrl import hub
-from mrl.data import NoDuplicatesBatchSampler, Source, collate_texts, load_source
+from mrl.batch import collate_texts
+from mrl.data import NoDuplicatesBatchSampler
 from mrl.errors import ConfigError
+from mrl.sources import Source, load_source
 from tests.conftest import write_jsonl
 
 STSB_TEST = Source(

@@ -14,15 +14,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from mrl.batch import collate_texts
 from mrl.cached import cached_step
-from mrl.data import collate_texts
 from mrl.encoder import TINY_BACKBONE, Encoder, tiny_tokenizer
-from mrl.losses import (
-    matryoshka_cosent_loss,
-    matryoshka_mnrl_loss,
-    pairs_from_global_batch,
-    split_global_batch,
-)
+from mrl.losses import pairs_from_global_batch, split_global_batch
+from mrl.matryoshka import matryoshka_cosent_loss, matryoshka_mnrl_loss
 from tests.conftest import ROOT, make_data_dir
 
 DIMS, WEIGHTS = [32, 16, 8], [1.0, 0.5, 2.0]

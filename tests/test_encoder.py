@@ -4,7 +4,7 @@ of backbone calls they promise (`auto` = 16 texts per call on CPU), and one line
 import pytest
 import torch
 
-from mrl.data import collate_texts
+from mrl.batch import collate_texts
 from mrl.encoder import TINY_BACKBONE, Encoder, tiny_tokenizer
 from mrl.errors import ConfigError
 

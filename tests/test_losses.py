@@ -5,14 +5,13 @@ from scipy.stats import spearmanr
 
 from mrl.losses import (
     cosent_loss,
-    matryoshka_cosent_loss,
-    matryoshka_mnrl_loss,
     mnrl_loss,
     pairs_from_global_batch,
     prefix_cosine_similarities,
     prefix_pair_cosines,
     truncate_and_normalize,
 )
+from mrl.matryoshka import matryoshka_cosent_loss, matryoshka_mnrl_loss
 
 
 def _batch(seed=0, n=6, width=32):

@@ -13,9 +13,11 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mrl.data import NoDuplicatesBatchSampler, Source, load_source
+from mrl.data import NoDuplicatesBatchSampler
 from mrl.errors import ConfigError
-from mrl.losses import matryoshka_mnrl_loss, mnrl_loss, prefix_cosine_similarities
+from mrl.losses import mnrl_loss, prefix_cosine_similarities
+from mrl.matryoshka import matryoshka_mnrl_loss
+from mrl.sources import Source, load_source
 
 # bounded so the file runs in ~20 s on 2 CPU cores; failing examples are kept in .hypothesis/
 bounded = settings(max_examples=25, deadline=None)

@@ -17,7 +17,6 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from mrl.data import Source, load_source
 from mrl.encoder import resolve_backbone
 from mrl.errors import ConfigError
 from mrl.evaluation import spearman_by_dim
@@ -25,6 +24,7 @@ from mrl.export import EXPORT_DIR, export_run
 from mrl.redact import redact
 from mrl.results import write_atomic, write_run_outputs
 from mrl.schedule import dims_from_rule
+from mrl.sources import Source, load_source
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 

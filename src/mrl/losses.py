@@ -1,15 +1,31 @@
-"""Losses on Matryoshka prefixes: MNRL (triplets, in-batch negatives) and CoSENT (scored pairs),
-each as a weighted sum over nested dims.
+"""Base losses at one prefix, and the one-pass prefix similarities they are computed from.
 
+A base loss is declared once in `BASE_LOSSES`: its name, the data it trains on and its function
+at ONE dimension. The Matryoshka wrapper (`mrl.matryoshka`) adds the dims, weights, the random
+subset of dims per step, the DDP-gathered global batch and cached mode, for every base loss.
+Two kinds:
+
+- `in_batch` (MNRL, symmetric MNRL): text columns anchor, positive[, hard negatives...]; the
+  function gets `InBatchSimilarities` at one dim (cosines of this rank's anchors against every
+  candidate of the global batch, and, if it asks, of this rank's positives against every anchor).
+- `pairs` (CoSENT, AnglE): two text columns and a gold `score`; the function gets the two
+  sides' raw d-prefixes of the global batch's pairs and their scores.
+
+Adding a loss: one function here, one `BaseLoss` entry, one `conf/loss/<name>.yaml`.
 Plain torch, no Lightning: the training module, tests and benchmarks call these directly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+from mrl.batch import global_columns
+from mrl.errors import ConfigError
 
 
 def truncate_and_normalize(embeddings: torch.Tensor, dim: int) -> torch.Tensor:
@@ -44,14 +60,7 @@ def split_global_batch(
     is the mean over its own anchors; DDP's gradient average then equals the gradient of the
     single-process loss over the global batch.
     """
-    world, rows, dim = gathered.shape
-    n_columns = rows // n_rows
-    candidates = torch.cat(
-        [
-            gathered[:, c * n_rows : (c + 1) * n_rows].reshape(world * n_rows, dim)
-            for c in range(1, n_columns)
-        ]
-    )
+    candidates = torch.cat(global_columns(gathered, n_rows)[1:])
     return local[:n_rows], candidates, rank * n_rows
 
 
@@ -86,31 +95,6 @@ def prefix_cosine_similarities(
     return [by_dim[d] for d in dims]
 
 
-def matryoshka_mnrl_loss(
-    anchors: torch.Tensor,
-    candidates: torch.Tensor,
-    dims: Sequence[int],
-    weights: Sequence[float],
-    scale: float = 20.0,
-    label_offset: int = 0,
-) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-    """Weighted sum over `dims` of MNRL on each re-normalised prefix, and each dim's own loss.
-
-    A dim with weight 0 is left out of the sum (no gradient) but its loss is still returned,
-    so a run that trains some dims (the baseline, `n_dims_per_step`) can log all of them.
-    With a single dim equal to the full width and weight 1 this is exactly `mnrl_loss`.
-    `label_offset` is where anchor 0's positive sits among the candidates (see
-    `split_global_batch`).
-    """
-    sims = prefix_cosine_similarities(anchors, candidates, dims)
-    per_dim = {
-        d: _cross_entropy_on_diagonal(scale * sim, label_offset)
-        for d, sim in zip(dims, sims, strict=True)
-    }
-    total = sum(w * per_dim[d] for d, w in zip(dims, weights, strict=True) if w != 0)
-    return total, per_dim
-
-
 def pairs_from_global_batch(
     gathered: torch.Tensor, n_rows: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,9 +105,7 @@ def pairs_from_global_batch(
     the global batch; the gather's backward sums the world's gradients and DDP averages them,
     which together give the single-process gradient of that loss.
     """
-    world, _, dim = gathered.shape
-    left = gathered[:, :n_rows].reshape(world * n_rows, dim)
-    right = gathered[:, n_rows : 2 * n_rows].reshape(world * n_rows, dim)
+    left, right = global_columns(gathered, n_rows)[:2]
     return left, right
 
 
@@ -154,17 +136,81 @@ def cosent_loss(cosines: torch.Tensor, scores: torch.Tensor, scale: float = 20.0
     return torch.logsumexp(torch.cat([terms.new_zeros(1), terms]), dim=0)
 
 
-def matryoshka_cosent_loss(
-    left: torch.Tensor,
-    right: torch.Tensor,
-    scores: torch.Tensor,
-    dims: Sequence[int],
-    weights: Sequence[float],
-    scale: float = 20.0,
-) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-    """Weighted sum over `dims` of CoSENT on each prefix's pair cosines, and each dim's own loss
-    (weight 0: returned, not summed, as in `matryoshka_mnrl_loss`)."""
-    cosines = prefix_pair_cosines(left, right, dims)
-    per_dim = {d: cosent_loss(c, scores, scale) for d, c in zip(dims, cosines, strict=True)}
-    total = sum(w * per_dim[d] for d, w in zip(dims, weights, strict=True) if w != 0)
-    return total, per_dim
+def mnrl_at_dim(sims: InBatchSimilarities, scale: float) -> torch.Tensor:
+    """MNRL at one prefix: cross-entropy of each anchor's scaled cosines over the candidates."""
+    return _cross_entropy_on_diagonal(scale * sims.anchor_candidates, sims.label_offset)
+
+
+def cosent_at_dim(
+    left: torch.Tensor, right: torch.Tensor, scores: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """CoSENT at one prefix, on the pair cosines of the two sides' d-prefixes."""
+    return cosent_loss(pair_cosines(left, right), scores, scale)
+
+
+def pair_cosines(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """The cosine of each pair (left[i], right[i]), with the norm floor of F.normalize."""
+    norms = left.norm(dim=-1).clamp_min(1e-12) * right.norm(dim=-1).clamp_min(1e-12)
+    return (left * right).sum(-1) / norms
+
+
+class InBatchSimilarities(NamedTuple):
+    """What an in-batch base loss sees at one dim (cosines of renormalised d-prefixes).
+
+    `anchor_candidates[i, j]`: this rank's anchor i against candidate j of the global batch
+    (all positives of all ranks, then all hard negatives); anchor i's positive is candidate
+    `label_offset + i`. `positive_anchors[i, j]`: this rank's positive i against anchor j of
+    the global batch (its own anchor is `label_offset + i`); None unless the loss asks for it.
+    """
+
+    anchor_candidates: torch.Tensor
+    positive_anchors: torch.Tensor | None
+    label_offset: int
+
+
+@dataclass(frozen=True)
+class BaseLoss:
+    """A base loss as the Matryoshka wrapper needs it.
+
+    `kind`: `in_batch` (texts with in-batch negatives; `at_dim(InBatchSimilarities, scale)`)
+    or `pairs` (two texts and a gold score; `at_dim(left, right, scores, scale)`).
+    `min_text_columns`/`max_text_columns`: how many text columns the data must have.
+    `positive_anchors`: the in-batch loss also needs positives scored against anchors.
+    """
+
+    name: str
+    kind: Literal["in_batch", "pairs"]
+    at_dim: Callable[..., torch.Tensor]
+    summary: str
+    min_text_columns: int = 2
+    max_text_columns: int | None = None
+    positive_anchors: bool = False
+
+    @property
+    def scored(self) -> bool:
+        return self.kind == "pairs"
+
+
+BASE_LOSSES: dict[str, BaseLoss] = {
+    loss.name: loss
+    for loss in (
+        BaseLoss(
+            "mnrl", "in_batch", mnrl_at_dim,
+            "MultipleNegativesRankingLoss: anchor -> its positive among all candidates",
+        ),
+        BaseLoss(
+            "cosent", "pairs", cosent_at_dim,
+            "CoSENT: pairs ranked by cosine as by gold score", max_text_columns=2,
+        ),
+    )
+}  # fmt: skip
+
+
+def base_loss(name: str) -> BaseLoss:
+    """The declared base loss `name`; one line listing the known ones otherwise."""
+    if name not in BASE_LOSSES:
+        raise ConfigError(
+            f"loss.name={name!r} is unknown; use one of {', '.join(BASE_LOSSES)} "
+            "(each has a conf/loss/<name>.yaml)."
+        )
+    return BASE_LOSSES[name]

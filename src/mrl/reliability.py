@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from mrl.results import default_file_mode
+from mrl.run_folder import default_file_mode
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 

@@ -1,62 +1,121 @@
-"""Run outputs: results.json, curve.csv and curve.png (size vs. performance), written atomically."""
+"""Run outputs: the typed results.json (`RunResults`), curve.csv and curve.png (size vs.
+performance), written atomically.
+
+In memory dims are ints; in results.json the per-dim maps have string keys (JSON's only kind).
+`RunResults.from_dict` also reads files written before the typed layout (`dims` for the
+evaluated dims), so committed runs keep reporting and exporting.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import os
-import tempfile
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from mrl.errors import ConfigError
+from mrl.run_folder import RESULTS, write_atomic
+
+ByDim = dict[int, float]
 
 
-def default_file_mode() -> int:
-    """The mode a plainly created file gets (0o666 less the umask); mkstemp would give 0o600."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+def _by_dim(values: dict | None) -> ByDim | None:
+    return None if values is None else {int(d): float(v) for d, v in values.items()}
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write to a temp file in the same folder, then rename: readers see old or new, never half."""
-    path = Path(path)
-    payload = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, default_file_mode())
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _json_by_dim(values: ByDim | None) -> dict[str, float] | None:
+    return None if values is None else {str(d): v for d, v in values.items()}
 
 
-def curve_rows(results: dict) -> list[dict]:
+@dataclass
+class RunResults:
+    """What a finished run (train.py) or evaluation (eval.py) found; one results.json.
+
+    `schedule_dims`: the dims that were trained on (largest first; empty for eval.py).
+    `eval_dims`: the dims that were evaluated (largest first); `test` etc. are keyed by them.
+    `train_dims`: the schedule dims with a non-zero weight (the baseline: the full width).
+    """
+
+    experiment: str
+    run_dir: str
+    backbone: str | None
+    eval_dims: list[int]
+    test: ByDim
+    matryoshka: bool | None = None
+    schedule_dims: list[int] = field(default_factory=list)
+    train_dims: list[int] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    seed: int | None = None
+    overrides: list[str] = field(default_factory=list)
+    global_step: int | None = None
+    validation: ByDim = field(default_factory=dict)
+    untrained_test: ByDim | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None  # eval.py: the model it was given
+    test_benchmark: str | None = None  # eval.py: which benchmark `test` holds
+    benchmarks: dict[str, ByDim] = field(default_factory=dict)  # eval.py: every benchmark
+    extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know
+
+    @property
+    def full_dim(self) -> int:
+        return max(self.eval_dims)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunResults:
+        data = dict(data)
+        if "eval_dims" not in data and "dims" in data:  # files written before the typed layout
+            data["eval_dims"] = data.pop("dims")
+        data.pop("dims", None)
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known and k != "extra"}
+        values["extra"] = {k: v for k, v in data.items() if k not in known}
+        values["eval_dims"] = sorted((int(d) for d in values["eval_dims"]), reverse=True)
+        for name in ("schedule_dims", "train_dims"):
+            values[name] = [int(d) for d in values.get(name) or []]
+        for name in ("test", "validation", "untrained_test"):
+            if name in values:
+                values[name] = _by_dim(values[name])
+        values["validation"] = values.get("validation") or {}
+        values["benchmarks"] = {k: _by_dim(v) for k, v in (values.get("benchmarks") or {}).items()}
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        """The JSON form: per-dim maps with string keys, unknown keys kept as they were."""
+        data = asdict(self)
+        extra = data.pop("extra")
+        for name in ("test", "validation", "untrained_test"):
+            data[name] = _json_by_dim(data[name])
+        data["benchmarks"] = {k: _json_by_dim(v) for k, v in data["benchmarks"].items()}
+        if not data["benchmarks"]:
+            for name in ("model", "test_benchmark", "benchmarks"):
+                data.pop(name)
+        return {**data, **extra}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def curve_rows(results: RunResults) -> list[dict]:
     """One row per dim: Spearman on test (and validation, untrained), retention, fraction."""
-    full = max(results["dims"])
-    test = results["test"]
+    full, test = results.full_dim, results.test
     rows = []
-    for dim in sorted(results["dims"], reverse=True):
-        key = str(dim)
+    for dim in results.eval_dims:
         row = {
             "dim": dim,
             "fraction_of_full": dim / full,
-            "test_spearman": test[key],
-            "test_retention": test[key] / test[str(full)],
-            "validation_spearman": results.get("validation", {}).get(key),
+            "test_spearman": test[dim],
+            "test_retention": test[dim] / test[full],
+            "validation_spearman": results.validation.get(dim),
         }
-        if results.get("untrained_test"):
-            row["untrained_test_spearman"] = results["untrained_test"][key]
+        if results.untrained_test:
+            row["untrained_test_spearman"] = results.untrained_test[dim]
         rows.append(row)
     return rows
 
 
-def curve_csv(results: dict) -> str:
+def curve_csv(results: RunResults) -> str:
     rows = curve_rows(results)
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(rows[0]))
@@ -65,21 +124,25 @@ def curve_csv(results: dict) -> str:
     return out.getvalue()
 
 
-def load_results(run_dir: str | Path, field: str | None = None) -> dict:
-    """A finished run's results.json (a run folder or the file itself); `field` names the
+def load_results(run_dir: str | Path, option: str | None = None) -> RunResults:
+    """A finished run's results (a run folder or its results.json); `option` names the
     option the path came from, for the error message."""
     path = Path(run_dir)
-    path = path / "results.json" if path.is_dir() else path
+    path = path / RESULTS if path.is_dir() else path
     if not path.is_file():
-        given = f"{field}={str(run_dir)!r}" if field else str(run_dir)
-        raise ConfigError(f"{given} holds no results.json; give a finished run folder.")
+        given = f"{option}={str(run_dir)!r}" if option else str(run_dir)
+        raise ConfigError(f"{given} holds no {RESULTS}; give a finished run folder.")
     try:
-        return json.loads(path.read_text())
+        return RunResults.from_dict(json.loads(path.read_text()))
     except json.JSONDecodeError:
         raise ConfigError(f"{path} is not valid JSON; re-run that experiment.") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ConfigError(
+            f"{path} is not a valid results file ({type(err).__name__}: {err}); re-run it."
+        ) from None
 
 
-def curve_png(results: dict, compare: list[dict] | None = None) -> bytes:
+def curve_png(results: RunResults, compare: list[RunResults] | None = None) -> bytes:
     """Spearman vs. dimension on a log2 axis, retention annotated; other runs overlaid."""
     import matplotlib
 
@@ -92,7 +155,7 @@ def curve_png(results: dict, compare: list[dict] | None = None) -> bytes:
         rows = curve_rows(run)
         dims = [r["dim"] for r in rows]
         scores = [r["test_spearman"] for r in rows]
-        label = run.get("experiment", f"run {i}")
+        label = run.experiment or f"run {i}"
         (line,) = ax.plot(dims, scores, marker="o", label=label)
         for r in rows:
             ax.annotate(
@@ -104,7 +167,7 @@ def curve_png(results: dict, compare: list[dict] | None = None) -> bytes:
                 fontsize=7,
                 color=line.get_color(),
             )
-    if results.get("untrained_test"):
+    if results.untrained_test:
         rows = curve_rows(results)
         ax.plot(
             [r["dim"] for r in rows],
@@ -114,7 +177,7 @@ def curve_png(results: dict, compare: list[dict] | None = None) -> bytes:
             label="backbone before training",
         )
     ax.set_xscale("log", base=2)
-    dims = sorted({d for run in runs for d in run["dims"]})
+    dims = sorted({d for run in runs for d in run.eval_dims})
     ax.set_xticks(dims, [str(d) for d in dims])
     ax.set_xlabel("embedding dimension (log2 scale)")
     ax.set_ylabel("STS-B test Spearman (cosine)")
@@ -135,8 +198,10 @@ def png_bytes(fig) -> bytes:
     return out.getvalue()
 
 
-def write_run_outputs(run_dir: Path, results: dict, compare: list[dict] | None = None) -> None:
+def write_run_outputs(
+    run_dir: Path, results: RunResults, compare: list[RunResults] | None = None
+) -> None:
     """results.json, curve.csv and curve.png in `run_dir`; results.json last (it marks done)."""
     write_atomic(run_dir / "curve.csv", curve_csv(results))
     write_atomic(run_dir / "curve.png", curve_png(results, compare))
-    write_atomic(run_dir / "results.json", json.dumps(results, indent=2))
+    write_atomic(run_dir / RESULTS, results.to_json())

@@ -50,30 +50,51 @@ def dims_from_rule(
     return dims
 
 
+def check_dims(dims, width: int, option: str = "dims") -> list[int]:
+    """The one validator for a list of dims (training schedule, eval.py, retrieval,
+    quantization, demo): a non-empty list of distinct whole numbers in [1, width], returned
+    largest first. Anything else is one ConfigError naming `option` and the fix."""
+    example = f"e.g. {option}=[{width},{max(1, width // 12)}]"
+    if isinstance(dims, (str, bytes, int, float)) or not isinstance(dims, Sequence):
+        raise ConfigError(f"{option}={dims!r} must be a list of dimensions, {example}.")
+    dims = list(dims)
+    if not dims:
+        raise ConfigError(f"{option} is empty; give at least one dimension, {example}.")
+    for dim in dims:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ConfigError(
+                f"{option} holds {dim!r}; every entry must be a positive whole number, {example}."
+            )
+        if dim > width:
+            raise ConfigError(
+                f"{option} holds {dim}, larger than the backbone's hidden size {width}; use "
+                f"dims <= {width}."
+            )
+    if len(set(dims)) != len(dims):
+        dup = sorted({d for d in dims if dims.count(d) > 1})
+        raise ConfigError(f"{option} repeats {dup}; list each dimension once.")
+    return sorted(dims, reverse=True)
+
+
 def resolve_dims(
     hidden_size: int,
     dims: Sequence[int] | None = None,
     rule: str = "pow2",
     min_dim_ratio: float = 1 / 12,
 ) -> list[int]:
-    """The explicit `dims` list if given (checked, sorted largest first), else the rule's dims."""
+    """The schedule dims: the explicit `dims` list if given (checked, largest first), else the
+    rule's dims. The schedule always holds the full width: the baseline trains at it and every
+    retention is relative to it, so a list without it is refused rather than silently changed."""
     if dims is None:
         return dims_from_rule(hidden_size, rule, min_dim_ratio)
-    dims = list(dims)
-    if not dims:
-        raise ConfigError("matryoshka.dims is empty; give at least one dimension, e.g. [384,64].")
-    for dim in dims:
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ConfigError(f"matryoshka.dims holds {dim!r}; every entry must be a positive int.")
-        if dim > hidden_size:
-            raise ConfigError(
-                f"matryoshka.dims holds {dim}, larger than the backbone's hidden size "
-                f"{hidden_size}; use dims <= {hidden_size}."
-            )
-    if len(set(dims)) != len(dims):
-        dup = sorted({d for d in dims if dims.count(d) > 1})
-        raise ConfigError(f"matryoshka.dims repeats {dup}; list each dimension once.")
-    return sorted(dims, reverse=True)
+    dims = check_dims(dims, hidden_size, "matryoshka.dims")
+    if dims[0] != hidden_size:
+        raise ConfigError(
+            f"matryoshka.dims={dims} lacks the full width {hidden_size}: the schedule always "
+            f"trains the whole embedding (the baseline trains at it, retention is relative to "
+            f"it); add it, e.g. matryoshka.dims={[hidden_size, *dims]}."
+        )
+    return dims
 
 
 def scheme_weights(dims: Sequence[int], scheme: str) -> list[float]:
@@ -141,8 +162,9 @@ def check_n_dims_per_step(n_dims_per_step: int | None, n_dims: int) -> None:
 def eval_dims(
     hidden_size: int, schedule: Sequence[int], min_dim_ratio: float = 1 / 12
 ) -> list[int]:
-    """The dims a run is evaluated at: its schedule plus the standard pow2 dims of the width,
-    largest first, so runs with different schedules on one backbone share columns."""
+    """The eval dims of a run: its schedule dims plus the standard pow2 dims of the width,
+    largest first, so runs with different schedules on one backbone share columns.
+    Tools given no dims use a run's own eval dims (its results or export)."""
     return sorted(
         set(schedule) | set(dims_from_rule(hidden_size, "pow2", min_dim_ratio)), reverse=True
     )

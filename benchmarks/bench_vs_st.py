@@ -51,9 +51,7 @@ def compose(overrides: list[str]):
 def our_step_times(batch: int, steps: int, seq_len: int, overrides: list[str]) -> list[float]:
     import lightning as L
 
-    from mrl.data import MatryoshkaDataModule
-    from mrl.module import MatryoshkaModule
-    from mrl.train import datamodule_args, module_args
+    from mrl.build import build_datamodule, build_module
 
     cfg = compose(
         [
@@ -76,8 +74,8 @@ def our_step_times(batch: int, steps: int, seq_len: int, overrides: list[str]) -
             times.append(time.perf_counter() - self.start)
 
     L.seed_everything(0, verbose=False)
-    module = MatryoshkaModule(**module_args(cfg))
-    datamodule = MatryoshkaDataModule(**datamodule_args(cfg))
+    module = build_module(cfg)
+    datamodule = build_datamodule(cfg)
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
@@ -100,15 +98,12 @@ def our_eval_seconds(eval_batch: int) -> tuple[float, dict[int, float]]:
     """Wall time of `trainer.validate` on STS-B test (tokenized once in setup, not timed)."""
     import lightning as L
 
-    from mrl.data import MatryoshkaDataModule
-    from mrl.module import MatryoshkaModule
-    from mrl.train import datamodule_args, module_args
+    from mrl.build import build_datamodule, build_module
 
     cfg = compose([f"eval.batch_size={eval_batch}"])
-    args = datamodule_args(cfg)
-    args["validation"] = args["test"]  # score STS-B test in the validation loop
-    module = MatryoshkaModule(**module_args(cfg))
-    datamodule = MatryoshkaDataModule(**args)
+    cfg.eval.validation = cfg.eval.test  # score STS-B test in the validation loop
+    module = build_module(cfg)
+    datamodule = build_datamodule(cfg)
     datamodule.setup("validate")
     trainer = L.Trainer(
         accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False

@@ -141,9 +141,7 @@ def main() -> None:
     import torch
     from hydra import compose, initialize_config_dir
 
-    from mrl.data import MatryoshkaDataModule
-    from mrl.module import MatryoshkaModule
-    from mrl.train import datamodule_args, module_args
+    from mrl.build import build_datamodule, build_module
 
     if a.device == "gpu" and not torch.cuda.is_available():
         sys.exit("error: --device gpu but no CUDA device is visible; use --device cpu.")
@@ -193,8 +191,8 @@ def main() -> None:
             times.append(time.perf_counter() - self.start)
 
     L.seed_everything(0, verbose=False)
-    module = MatryoshkaModule(**module_args(cfg))
-    datamodule = MatryoshkaDataModule(**datamodule_args(cfg))
+    module = build_module(cfg)
+    datamodule = build_datamodule(cfg)
     trainer = L.Trainer(
         accelerator=a.device,
         devices=1,

@@ -19,7 +19,9 @@ def test_compiled_encoder_matches_plain_and_keeps_parameter_names():
     modules = {}
     for compiled in (False, True):
         torch.manual_seed(0)
-        module = MatryoshkaModule(TINY_BACKBONE, chunk_size=None, compile=compiled).eval()
+        module = MatryoshkaModule(
+            {"backbone": TINY_BACKBONE, "chunk_size": None, "compile": compiled}
+        ).eval()
         embeddings = module.encode(batch)
         embeddings.square().sum().backward()
         modules[compiled] = (module, embeddings.detach())

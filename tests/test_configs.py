@@ -102,7 +102,10 @@ def test_slurm_launcher_config_composes(compose_cfg):
 def test_resume_picks_the_newest_checkpoint(tmp_path):
     import os
 
-    from mrl.train import resolve_ckpt_path
+    from mrl.run_folder import RunFolder
+
+    def resolve_ckpt_path(ckpt_path, run_dir):
+        return RunFolder(run_dir).resume_checkpoint(ckpt_path)
 
     assert resolve_ckpt_path(None, tmp_path) is None
     (tmp_path / "checkpoints").mkdir()

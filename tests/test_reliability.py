@@ -3,8 +3,9 @@
 import pytest
 import torch
 
+from mrl.errors import ConfigError
 from mrl.reliability import AtomicCheckpointIO
-from mrl.results import write_atomic
+from mrl.run_folder import write_atomic
 
 
 class Unpicklable:
@@ -30,7 +31,24 @@ def test_result_write_failure_keeps_the_old_file(tmp_path, monkeypatch):
         raise OSError("no space left")
 
     monkeypatch.setattr("os.replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(ConfigError, match=f"could not write {path}"):
         write_atomic(path, '{"new": true}')
     assert path.read_text() == '{"old": true}'
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_checkpoint_on_a_full_disk_is_one_line_and_keeps_the_old_one(tmp_path, monkeypatch):
+    import errno
+
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1}, path)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(ConfigError, match="No space left on device; free some space"):
+        io.save_checkpoint({"step": 2}, path)
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]

@@ -1,5 +1,6 @@
 """Runs that are killed, or asked to stop, finish with the numbers of an uninterrupted run."""
 
+import csv
 import json
 import os
 import signal
@@ -45,6 +46,12 @@ def _scores(run_dir):
     return results["test"], results["validation"], results["global_step"]
 
 
+def _loss_history(run_dir):
+    """(step, train/loss) of every row of csv/metrics.csv that logged a training loss."""
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as file:
+        return [(r["step"], r["train/loss"]) for r in csv.DictReader(file) if r.get("train/loss")]
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return make_data_dir(tmp_path_factory.mktemp("data"), n_triplets=400, n_pairs=40)
@@ -54,7 +61,7 @@ def data_dir(tmp_path_factory):
 def uninterrupted(tmp_path_factory, data_dir):
     run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
     _finish(_start(run_dir, data_dir))
-    return _scores(run_dir)
+    return _scores(run_dir), _loss_history(run_dir)
 
 
 @pytest.mark.slow
@@ -66,11 +73,16 @@ def test_sigkill_mid_epoch_then_rerun_gives_identical_results(tmp_path, data_dir
     proc.wait()
     assert not (run_dir / "results.json").exists()
     _finish(_start(run_dir, data_dir))  # the same command resumes in the same folder
-    assert _scores(run_dir) == uninterrupted  # bitwise: same floats, same step count
+    scores, history = uninterrupted
+    assert _scores(run_dir) == scores  # bitwise: same floats, same step count
+    # the metrics history of the steps before the kill is kept, each step once
+    assert _loss_history(run_dir) == history
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT], ids=["SIGTERM", "SIGUSR1", "SIGINT"]
+)
 def test_stop_signal_saves_exits_cleanly_and_resumes(tmp_path, data_dir, uninterrupted, sig):
     run_dir = tmp_path / "run"
     proc = _start(run_dir, data_dir)
@@ -79,9 +91,29 @@ def test_stop_signal_saves_exits_cleanly_and_resumes(tmp_path, data_dir, uninter
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
     assert f"stopped by {sig.name} at step" in err and "Traceback" not in err
+    assert "run the same command again to resume" in err
     assert not (run_dir / "results.json").exists()
     _finish(_start(run_dir, data_dir))
-    assert _scores(run_dir) == uninterrupted
+    assert _scores(run_dir) == uninterrupted[0]
+    assert _loss_history(run_dir) == uninterrupted[1]
+
+
+@pytest.mark.slow
+def test_a_second_run_into_a_busy_folder_stops_in_one_line(tmp_path, data_dir, uninterrupted):
+    run_dir = tmp_path / "run"
+    first = _start(run_dir, data_dir)
+    _wait_for(run_dir / "checkpoints" / "last.ckpt", first)
+    second = _start(run_dir, data_dir)
+    _, err = second.communicate(timeout=120)
+    assert second.returncode == 2
+    assert err.strip().splitlines()[-1] == (
+        f"error: {run_dir} is in use by another run (pid {first.pid}); wait for it to end, "
+        "or pick another folder (e.g. another seed or hydra.run.dir=...)."
+    )
+    assert "Traceback" not in err
+    _finish(first)
+    assert _scores(run_dir) == uninterrupted[0]  # the first run was not disturbed
+    assert _loss_history(run_dir) == uninterrupted[1]  # no doubled rows
 
 
 @pytest.mark.slow

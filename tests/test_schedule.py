@@ -33,7 +33,7 @@ def test_explicit_dims_override_rule_and_are_sorted():
         ([512, 64], "larger than the backbone's hidden size 384"),
         ([], "is empty"),
         ([128, 128, 64], "repeats [128]"),
-        ([128, 0], "positive int"),
+        ([128, 0], "positive whole number"),
     ],
 )
 def test_bad_dims_name_the_field(dims, message):

@@ -18,7 +18,7 @@ def test_fast_dev_run_writes_results_and_curve(data_dir, run_main, tmp_path, exp
     run_dir = tmp_path / "run"
     full = run_main([f"+exp={exp}", *FAST, "trainer.fast_dev_run=true"], run_dir)
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["dims"] == [32, 16, 8, 4]
+    assert results["eval_dims"] == [32, 16, 8, 4] and results["debug"] is True
     assert results["train_dims"] == ([32, 16, 8, 4] if exp.endswith("_mrl") else [32])
     assert set(results["test"]) == set(results["validation"]) == {"32", "16", "8", "4"}
     assert set(results["untrained_test"]) == {"32", "16", "8", "4"}
@@ -66,11 +66,12 @@ def test_short_run_logs_every_dim_resumes_and_overlays(data_dir, run_main, tmp_p
 def test_n_dims_per_step_trains_a_random_subset(data_dir, run_main, tmp_path):
     from mrl.module import MatryoshkaModule
 
-    module = MatryoshkaModule("mrl/tiny-random-bert", n_dims_per_step=2)
-    picks = [tuple(w != 0 for w in module.step_weights()) for _ in range(20)]
+    tiny = {"backbone": "mrl/tiny-random-bert"}
+    module = MatryoshkaModule(tiny, {"n_dims_per_step": 2})
+    picks = [tuple(w != 0 for w in module.loss.step_weights()) for _ in range(20)]
     assert all(sum(p) == 2 for p in picks) and len(set(picks)) > 1
-    baseline = MatryoshkaModule("mrl/tiny-random-bert", matryoshka=False, n_dims_per_step=2)
-    assert baseline.step_weights() == [1.0, 0.0, 0.0, 0.0] and baseline.train_dims == [32]
+    baseline = MatryoshkaModule(tiny, {"enabled": False, "n_dims_per_step": 2})
+    assert baseline.loss.step_weights() == [1.0, 0.0, 0.0, 0.0] and baseline.train_dims == [32]
 
     run_dir = tmp_path / "run"
     run_main(
@@ -204,8 +205,8 @@ def test_gpu_combinations_this_machine_cannot_run(compose_cfg, monkeypatch, trai
     """Checked without a GPU: torch.cuda reports one V100-like device, with or without bf16."""
     import torch
 
+    from mrl.checks import check_combinations
     from mrl.errors import ConfigError
-    from mrl.train import check_combinations
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
@@ -217,9 +218,9 @@ def test_gpu_combinations_this_machine_cannot_run(compose_cfg, monkeypatch, trai
 
 
 def _nan_on_call(monkeypatch, bad_calls):
-    import mrl.module
+    import mrl.matryoshka
 
-    real, calls = mrl.module.matryoshka_mnrl_loss, []
+    real, calls = mrl.matryoshka.matryoshka_loss, []
 
     def flaky(*args, **kwargs):
         calls.append(1)
@@ -229,7 +230,7 @@ def _nan_on_call(monkeypatch, bad_calls):
             total = total * float("nan")
         return total, per_dim
 
-    monkeypatch.setattr(mrl.module, "matryoshka_mnrl_loss", flaky)
+    monkeypatch.setattr(mrl.matryoshka, "matryoshka_loss", flaky)
 
 
 def test_nonfinite_loss_stops_with_one_line_and_no_bad_checkpoint(

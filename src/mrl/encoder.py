@@ -116,6 +116,41 @@ def backbone_hidden_size(name: str, trust_remote_code: bool = False) -> int:
     return _from_pretrained(AutoConfig, name, trust_remote_code).hidden_size
 
 
+TOKENIZER_FILES = (
+    "tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+    "tokenizer.model",
+)  # fmt: skip
+
+
+def check_backbone(name: str, trust_remote_code: bool = False) -> None:
+    """One line, before any work, for a backbone that would train on garbage: a folder that
+    does not exist, a folder with no tokenizer files (transformers would build a tokenizer on
+    the fly that maps every word to [UNK]), or a tokenizer whose vocabulary does not fit the
+    model's embedding table."""
+    if name == TINY_BACKBONE:
+        return
+    source = resolve_backbone(name)
+    looks_like_path = name.startswith((".", "/", "~")) or Path(name).is_absolute()
+    if looks_like_path and not Path(source).is_dir():
+        raise ConfigError(
+            f"model.backbone={name!r} does not exist; give an existing model folder or a "
+            "Hugging Face Hub id (e.g. sentence-transformers/all-MiniLM-L6-v2)."
+        )
+    if Path(source).is_dir() and not any((Path(source) / f).is_file() for f in TOKENIZER_FILES):
+        raise ConfigError(
+            f"model.backbone={name!r}: {source} has no tokenizer files "
+            f"({', '.join(TOKENIZER_FILES[:3])}, ...); save the tokenizer beside the weights "
+            "(tokenizer.save_pretrained(folder))."
+        )
+    vocab_size = _from_pretrained(AutoConfig, name, trust_remote_code).vocab_size
+    n_tokens = len(load_tokenizer(name, trust_remote_code))
+    if vocab_size and not vocab_size // 2 <= n_tokens <= vocab_size:
+        raise ConfigError(
+            f"model.backbone={name!r}: its tokenizer has {n_tokens} tokens but the model's "
+            f"embedding table has {vocab_size}; the tokenizer files do not belong to this model."
+        )
+
+
 def load_tokenizer(name: str, trust_remote_code: bool = False):
     if name == TINY_BACKBONE:
         return tiny_tokenizer()

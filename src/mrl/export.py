@@ -4,15 +4,19 @@
 
 The folder loads with no code of ours: `SentenceTransformer(folder, truncate_dim=64)`. It holds
 the backbone (safetensors) and tokenizer at its root, a Pooling module with our pooling, no
-Normalize module (cosine similarity, the default, normalises each truncated prefix itself), and
-a README.md model card with the per-dim results table and the training config. It is built in
-a temp folder and renamed into place, so a crash leaves no half-written export.
+Normalize module (cosine similarity, the default, normalises each truncated prefix itself), a
+README.md model card with the per-dim results table and the training config, and mrl.json with
+the run's eval_dims and schedule_dims (the dims the tools use for it). The backbone was trained
+without its unused pooler, so sentence_bert_config.json tells transformers not to expect one
+(no "newly initialized" warning on load). It is built in a temp folder and renamed into place,
+so a crash leaves no half-written export; its files get the modes plainly created files get.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -22,10 +26,21 @@ import torch
 import yaml
 
 from mrl.errors import ConfigError
-from mrl.results import curve_rows, load_results
+from mrl.models import MRL_INFO
+from mrl.results import RunResults, curve_rows, load_results
+from mrl.run_folder import EXPORT_DIR, RunFolder, default_dir_mode, default_file_mode
 
-EXPORT_DIR = "sentence-transformers"
 ST_MODELS = "sentence_transformers.models"
+MODEL_KEYS = ("backbone", "pooling", "chunk_size", "compile", "trust_remote_code")
+__all__ = ["EXPORT_DIR", "export_encoder", "export_run", "model_card", "model_hparams"]
+
+
+def model_hparams(hparams: dict) -> dict:
+    """The model group of a checkpoint's hyper_parameters: `hparams["model"]` in checkpoints
+    with grouped hparams, else the flat keys of earlier checkpoints."""
+    if isinstance(hparams.get("model"), dict):
+        return dict(hparams["model"])
+    return {k: hparams[k] for k in MODEL_KEYS if k in hparams}
 
 
 def _pooling_config(width: int, pooling: str) -> dict:
@@ -41,8 +56,11 @@ def _pooling_config(width: int, pooling: str) -> dict:
     }
 
 
-def model_card(results: dict | None, backbone: str, width: int) -> str:
-    """README.md of the export: how to load it, the per-dim table, the training config."""
+def model_card(
+    results: RunResults | None, backbone: str, width: int, note: str | None = None
+) -> str:
+    """README.md of the export: how to load it, the per-dim table, the training config.
+    With a `note` (weights that are not the tested ones) the note replaces the table."""
     lines = [
         "---",
         "library_name: sentence-transformers",
@@ -62,12 +80,12 @@ def model_card(results: dict | None, backbone: str, width: int) -> str:
         "```",
         "",
     ]
-    if results and "note" in results:
-        lines += [f"Note: {results['note']}.", ""]
+    if note:
+        lines += [f"Note: {note}.", ""]
     elif results:
         lines += [
-            f"## STS-B test Spearman (cosine) by dimension — `{results['experiment']}`, "
-            f"seed {results.get('seed')}",
+            f"## STS-B test Spearman (cosine) by dimension — `{results.experiment}`, "
+            f"seed {results.seed}",
             "",
             "| dim | Spearman | retention | backbone before training |",
             "| --- | --- | --- | --- |",
@@ -79,12 +97,22 @@ def model_card(results: dict | None, backbone: str, width: int) -> str:
                 f"{100 * row['test_retention']:.1f} % | "
                 f"{'-' if before is None else f'{before:.4f}'} |"
             )
-        trained = results.get("train_dims")
-        lines += ["", f"Loss trained at dims {trained}, weights {results.get('weights')}.", ""]
+        trained, weights = results.train_dims, results.weights
+        lines += ["", f"Loss trained at dims {trained}, weights {weights}.", ""]
         lines += ["## Training config", "", "```yaml"]
-        lines.append(yaml.safe_dump(results.get("config", {}), sort_keys=False).rstrip())
+        lines.append(yaml.safe_dump(results.config, sort_keys=False).rstrip())
         lines += ["```", ""]
     return "\n".join(lines)
+
+
+def _chmod_tree(folder: Path) -> None:
+    """Plain modes for a folder made by mkdtemp (0700) and files written as 0600."""
+    os.chmod(folder, default_dir_mode())
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(Path(root) / name, default_dir_mode())
+        for name in files:
+            os.chmod(Path(root) / name, default_file_mode())
 
 
 def export_encoder(
@@ -93,15 +121,22 @@ def export_encoder(
     out: Path,
     max_seq_length: int,
     backbone: str,
-    results: dict | None = None,
+    results: RunResults | dict | None = None,
+    note: str | None = None,
 ) -> Path:
     """Write `encoder` (an `mrl.encoder.Encoder`) and `tokenizer` as a sentence-transformers
-    folder at `out`, which must not exist yet."""
+    folder at `out`, which must not exist yet. `results` (a RunResults or its dict form) fill
+    the model card and mrl.json; `note` replaces the card's table (see `model_card`)."""
     out = Path(out)
+    if isinstance(results, dict):
+        results = RunResults.from_dict(results)
     if out.exists():
         raise ConfigError(f"{out} already exists; remove it or export to another folder (--out).")
     out.parent.mkdir(parents=True, exist_ok=True)
     width = encoder.backbone.config.hidden_size
+    st_config = {"max_seq_length": max_seq_length, "do_lower_case": False}
+    if getattr(encoder.backbone, "pooler", "none") is None:  # built with add_pooling_layer=False
+        st_config["model_kwargs"] = {"add_pooling_layer": False}
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
         encoder.backbone.save_pretrained(tmp, safe_serialization=True)
@@ -112,13 +147,18 @@ def export_encoder(
                 {"idx": 0, "name": "0", "path": "", "type": f"{ST_MODELS}.Transformer"},
                 {"idx": 1, "name": "1", "path": "1_Pooling", "type": f"{ST_MODELS}.Pooling"},
             ],
-            "sentence_bert_config.json": {"max_seq_length": max_seq_length, "do_lower_case": False},
+            "sentence_bert_config.json": st_config,
             "config_sentence_transformers.json": {"similarity_fn_name": "cosine", "prompts": {}},
             "1_Pooling/config.json": _pooling_config(width, encoder.pooling),
         }  # fmt: skip
+        if results is not None:
+            files[MRL_INFO] = {
+                "eval_dims": results.eval_dims, "schedule_dims": results.schedule_dims,
+            }  # fmt: skip
         for name, content in files.items():
             (tmp / name).write_text(json.dumps(content, indent=2))
-        (tmp / "README.md").write_text(model_card(results, backbone, width))
+        (tmp / "README.md").write_text(model_card(results, backbone, width, note))
+        _chmod_tree(tmp)
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -134,30 +174,31 @@ def export_run(run_dir: Path, out: Path | None = None, allow_earlier: bool = Fal
     """
     from mrl.encoder import Encoder, load_tokenizer
 
-    run_dir = Path(run_dir)
-    results = load_results(run_dir)
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-    if not ckpt.is_file():
-        raise ConfigError(f"{run_dir} has no checkpoints/last.ckpt to export the weights from.")
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    card, step, final = results, state.get("global_step"), results.get("global_step")
+    run = RunFolder(run_dir)
+    results = load_results(run.path)
+    if not run.last_ckpt.is_file():
+        raise ConfigError(f"{run.path} has no checkpoints/last.ckpt to export the weights from.")
+    state = torch.load(run.last_ckpt, map_location="cpu", weights_only=True)
+    note, step, final = None, state.get("global_step"), results.global_step
     if step != final:
         if not allow_earlier:
             raise ConfigError(
-                f"{ckpt} is from step {step} but the run ended at step {final}, so it is not the "
-                "tested model; pass --allow-earlier-checkpoint to export it anyway."
+                f"{run.last_ckpt} is from step {step} but the run ended at step {final}, so it "
+                "is not the tested model; pass --allow-earlier-checkpoint to export it anyway."
             )
-        card = {"note": f"weights from step {step} of {final}; the run's scores are not theirs"}
-    hparams = state["hyper_parameters"]
-    trust = hparams.get("trust_remote_code", False)
-    encoder = Encoder(hparams["backbone"], hparams["pooling"], trust_remote_code=trust)
+        note = f"weights from step {step} of {final}; the run's scores are not theirs"
+    hparams = model_hparams(state.get("hyper_parameters") or {})
+    if not hparams.get("backbone"):
+        raise ConfigError(f"{run.last_ckpt} names no backbone in its hyper_parameters.")
+    backbone, trust = hparams["backbone"], bool(hparams.get("trust_remote_code", False))
+    encoder = Encoder(backbone, hparams.get("pooling", "mean"), trust_remote_code=trust)
     prefix = "encoder."
     weights = {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
     encoder.load_state_dict(weights)
-    tokenizer = load_tokenizer(hparams["backbone"], trust)
-    max_len = results.get("config", {}).get("data", {}).get("max_seq_length", 128)
-    out = out or run_dir / EXPORT_DIR
-    return export_encoder(encoder, tokenizer, out, max_len, hparams["backbone"], card)
+    tokenizer = load_tokenizer(backbone, trust)
+    max_len = (results.config.get("data") or {}).get("max_seq_length", 128)
+    out = Path(out) if out else run.export
+    return export_encoder(encoder, tokenizer, out, max_len, backbone, results, note)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -172,11 +213,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import transformers
 
-    transformers.logging.set_verbosity_error()  # the unused pooler of the backbone is expected
+    transformers.logging.set_verbosity_error()  # loading the backbone without its pooler
     try:
         out = export_run(args.run_dir, args.out, args.allow_earlier_checkpoint)
     except ConfigError as err:
-        sys.exit(f"error: {err}")
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(f"exported to {out}; load it with SentenceTransformer({str(out)!r}, truncate_dim=64)")
 
 

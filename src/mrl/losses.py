@@ -154,6 +154,39 @@ def pair_cosines(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     return (left * right).sum(-1) / norms
 
 
+def mnrl_symmetric_at_dim(sims: InBatchSimilarities, scale: float) -> torch.Tensor:
+    """Symmetric MNRL at one prefix: the mean of two cross-entropies, each anchor finding its
+    positive among all candidates (MNRL) and each positive finding its anchor among all anchors
+    of the global batch (hard negatives are candidates in the first direction only)."""
+    forward = _cross_entropy_on_diagonal(scale * sims.anchor_candidates, sims.label_offset)
+    backward = _cross_entropy_on_diagonal(scale * sims.positive_anchors, sims.label_offset)
+    return (forward + backward) / 2
+
+
+def pair_angle_similarities(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """AnglE's similarity of each pair: |Re + Im| of the complex inner product of the two
+    unit-normalised embeddings, read as complex vectors.
+
+    Coordinate k is the real part and coordinate k + ceil(d / 2) the imaginary part of complex
+    coordinate k; with an odd d the last real part has no imaginary partner (taken as 0).
+    Re is the cosine; Im, sum of (im_l re_r - re_l im_r), is what AnglE adds to it.
+    """
+    d = left.shape[-1]
+    half = (d + 1) // 2  # complex coordinates
+    n_imag = d - half  # imaginary parts present: half - 1 when d is odd
+    norms = left.norm(dim=-1).clamp_min(1e-12) * right.norm(dim=-1).clamp_min(1e-12)
+    real = (left * right).sum(-1)
+    imag = (left[:, half:] * right[:, :n_imag] - left[:, :n_imag] * right[:, half:]).sum(-1)
+    return ((real + imag) / norms).abs()
+
+
+def angle_at_dim(
+    left: torch.Tensor, right: torch.Tensor, scores: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """AnglE at one prefix: CoSENT's ranking objective on the pairs' angle similarities."""
+    return cosent_loss(pair_angle_similarities(left, right), scores, scale)
+
+
 class InBatchSimilarities(NamedTuple):
     """What an in-batch base loss sees at one dim (cosines of renormalised d-prefixes).
 
@@ -201,6 +234,15 @@ BASE_LOSSES: dict[str, BaseLoss] = {
         BaseLoss(
             "cosent", "pairs", cosent_at_dim,
             "CoSENT: pairs ranked by cosine as by gold score", max_text_columns=2,
+        ),
+        BaseLoss(
+            "mnrl_symmetric", "in_batch", mnrl_symmetric_at_dim,
+            "Symmetric MNRL: anchor -> its positive and positive -> its anchor",
+            positive_anchors=True,
+        ),
+        BaseLoss(
+            "angle", "pairs", angle_at_dim,
+            "AnglE: pairs ranked by angle similarity as by gold score", max_text_columns=2,
         ),
     )
 }  # fmt: skip

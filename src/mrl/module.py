@@ -1,4 +1,4 @@
-"""The LightningModule: one encode per batch, the Matryoshka loss, per-dim STS metrics."""
+"""The LightningModule: wires one encode per batch, the Matryoshka loss and per-dim STS metrics."""
 
 from __future__ import annotations
 
@@ -12,12 +12,7 @@ from mrl.cached import cached_step
 from mrl.encoder import Encoder, backbone_hidden_size
 from mrl.errors import ConfigError
 from mrl.evaluation import retention, spearman_by_dim
-from mrl.losses import (
-    matryoshka_cosent_loss,
-    matryoshka_mnrl_loss,
-    pairs_from_global_batch,
-    split_global_batch,
-)
+from mrl.matryoshka import GlobalBatch, MatryoshkaLoss
 from mrl.schedule import check_n_dims_per_step, eval_dims, resolve_dims, resolve_weights
 
 
@@ -29,82 +24,99 @@ class NonFiniteLoss(RuntimeError):
         super().__init__(f"the loss is {value} at step {step} (non-finite at dims {dims})")
 
 
-LOSSES = ("mnrl", "cosent")
+# Each config group's defaults: a checkpoint or test that leaves a key out gets these.
+DEFAULTS = {
+    "model": {
+        "backbone": None, "pooling": "mean", "chunk_size": "auto", "compile": False,
+        "trust_remote_code": False,
+    },
+    "matryoshka": {
+        "enabled": True, "dims": None, "rule": "pow2", "min_dim_ratio": 1 / 12,
+        "weights": None, "n_dims_per_step": None,
+    },
+    "loss": {"name": "mnrl", "scale": 20.0, "cached_mini_batch_size": None, "on_nonfinite": "stop"},
+    "optim": {"lr": 2e-5, "weight_decay": 0.01, "warmup_ratio": 0.1},
+}  # fmt: skip
+# checkpoints written before the grouped arguments held these flat keys
+FLAT_KEYS = {"matryoshka": ("matryoshka", "enabled"), "loss": ("loss", "name")}
+
+
+def grouped_hparams(hparams: dict) -> dict:
+    """A checkpoint's hyper-parameters as {model, matryoshka, loss, optim} groups, whether it
+    was saved with grouped arguments or with the flat ones of earlier versions."""
+    if isinstance(hparams.get("model"), dict):
+        return {group: {**DEFAULTS[group], **hparams.get(group, {})} for group in DEFAULTS}
+    groups = {group: dict(values) for group, values in DEFAULTS.items()}
+    for key, value in hparams.items():
+        group, name = FLAT_KEYS.get(key) or next(
+            ((g, key) for g, values in DEFAULTS.items() if key in values), (None, None)
+        )
+        if group:
+            groups[group][name] = value
+    return groups
 
 
 class MatryoshkaModule(L.LightningModule):
-    """Trains an encoder with a loss summed over nested prefixes and evaluates every prefix.
+    """Trains an encoder with a Matryoshka loss and evaluates every prefix on STS pairs.
 
-    `loss="mnrl"` trains on triplets/pairs with in-batch negatives, `loss="cosent"` on pairs
-    with gold scores (the batch carries `scores`).
-
-    All arguments are plain values, so `load_from_checkpoint` rebuilds the module alone.
-    `matryoshka=False` trains only at the full width (the regular baseline) but still
-    evaluates at every dim of `dims`. Evaluation also covers the standard pow2 dims of the
-    width (`eval_dims`), so runs with different schedules can be compared dim by dim.
+    Its arguments are the config groups as plain dicts (`model`, `matryoshka`, `loss`,
+    `optim`), so a new option is one yaml line plus the code that reads it, and
+    `load_from_checkpoint` rebuilds the module alone. `matryoshka.enabled=False` trains only
+    the full width (the regular baseline) but still evaluates at every eval dim: the schedule
+    dims plus the standard pow2 dims of the width, so runs with different schedules compare
+    dim by dim.
     """
 
     def __init__(
         self,
-        backbone: str,
-        pooling: str = "mean",
-        chunk_size: int | str | None = "auto",
-        compile: bool = False,
-        trust_remote_code: bool = False,
-        dims: list[int] | None = None,
-        rule: str = "pow2",
-        min_dim_ratio: float = 1 / 12,
-        weights: list[float] | str | None = None,
-        n_dims_per_step: int | None = None,
-        matryoshka: bool = True,
-        loss: str = "mnrl",
-        scale: float = 20.0,
-        cached_mini_batch_size: int | None = None,
-        on_nonfinite: str = "stop",
-        lr: float = 2e-5,
-        weight_decay: float = 0.01,
-        warmup_ratio: float = 0.1,
+        model: dict,
+        matryoshka: dict | None = None,
+        loss: dict | None = None,
+        optim: dict | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters()
-        hidden = backbone_hidden_size(backbone, trust_remote_code)
-        self.dims = resolve_dims(hidden, dims, rule, min_dim_ratio)
-        self.weights = resolve_weights(self.dims, weights, given_dims=dims)
-        self.eval_dims = eval_dims(hidden, self.dims, min_dim_ratio)
-        check_n_dims_per_step(n_dims_per_step, len(self.dims))
-        if loss not in LOSSES:
-            raise ConfigError(f"loss.name={loss!r} must be one of {', '.join(LOSSES)}.")
-        if on_nonfinite not in ("stop", "skip"):
-            raise ConfigError(f"loss.on_nonfinite={on_nonfinite!r} must be 'stop' or 'skip'.")
+        given = {"model": model, "matryoshka": matryoshka, "loss": loss, "optim": optim}
+        groups = {g: {**DEFAULTS[g], **(given[g] or {})} for g in DEFAULTS}
+        self.save_hyperparameters(groups)
+        m, lo = groups["matryoshka"], groups["loss"]
+        mc = groups["model"]
+        hidden = backbone_hidden_size(mc["backbone"], mc["trust_remote_code"])
+        self.schedule_dims = resolve_dims(hidden, m["dims"], m["rule"], m["min_dim_ratio"])
+        self.weights = resolve_weights(self.schedule_dims, m["weights"], given_dims=m["dims"])
+        self.eval_dims = eval_dims(hidden, self.schedule_dims, m["min_dim_ratio"])
+        check_n_dims_per_step(m["n_dims_per_step"], len(self.schedule_dims))
+        if lo["on_nonfinite"] not in ("stop", "skip"):
+            raise ConfigError(f"loss.on_nonfinite={lo['on_nonfinite']!r} must be 'stop' or 'skip'.")
         # the baseline trains the full width only; every dim is still logged and evaluated
-        self.train_weights = self.weights if matryoshka else [1.0] + [0.0] * (len(self.dims) - 1)
-        self.encoder = Encoder(backbone, pooling, chunk_size, trust_remote_code)
-        if compile:  # in place: parameter names (and checkpoints) stay those of the plain model
+        n = len(self.schedule_dims)
+        train_weights = self.weights if m["enabled"] else [1.0] + [0.0] * (n - 1)
+        self.loss = MatryoshkaLoss(
+            lo["name"], self.schedule_dims, train_weights, lo["scale"], m["n_dims_per_step"]
+        )
+        mc = groups["model"]
+        self.encoder = Encoder(
+            mc["backbone"], mc["pooling"], mc["chunk_size"], mc["trust_remote_code"]
+        )
+        if mc["compile"]:  # in place: parameter names (and checkpoints) stay the plain model's
             self.encoder.compile(dynamic=True)
         self.skipped_batches = 0
         self._train_loader_state: dict | None = None  # set when resuming, applied at train start
         self.test_prefix = "test"  # train.py sets "untrained" to score the backbone before fit
         # cached mode back-propagates mini-batch by mini-batch, so it steps the optimizer itself
-        self.automatic_optimization = cached_mini_batch_size is None
+        self.automatic_optimization = lo["cached_mini_batch_size"] is None
         self._eval_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.eval_results: dict[str, dict[int, float]] = {}
 
     @property
+    def train_weights(self) -> list[float]:
+        return self.loss.train_weights
+
+    @property
     def train_dims(self) -> list[int]:
-        return [d for d, w in zip(self.dims, self.train_weights, strict=True) if w != 0]
+        return [d for d, w in zip(self.schedule_dims, self.train_weights, strict=True) if w != 0]
 
     def encode(self, batch: dict) -> torch.Tensor:
         return self.encoder(batch["input_ids"], batch["attention_mask"])
-
-    def step_weights(self) -> list[float]:
-        """This step's weight per dim: all training weights, or `n_dims_per_step` of them
-        picked at random (Python RNG, seeded by `seed`) with the others set to 0."""
-        n = self.hparams.n_dims_per_step
-        trained = [i for i, w in enumerate(self.train_weights) if w != 0]
-        if n is None or n == -1 or n >= len(trained):
-            return self.train_weights
-        keep = set(random.sample(trained, n))
-        return [w if i in keep else 0.0 for i, w in enumerate(self.train_weights)]
 
     def loss_on_embeddings(
         self, embeddings: torch.Tensor, batch: dict, weights: list[float]
@@ -114,23 +126,17 @@ class MatryoshkaModule(L.LightningModule):
         Under several devices the full-width embeddings are gathered once, with gradient, and
         every dim's similarities come from prefixes of that one gather.
         """
-        n_rows, world = batch["n_rows"], self.trainer.world_size
-        gathered = self.all_gather(embeddings, sync_grads=True) if world > 1 else embeddings[None]
-        if self.hparams.loss == "cosent":
-            scores = self.all_gather(batch["scores"]).reshape(-1) if world > 1 else batch["scores"]
-            left, right = pairs_from_global_batch(gathered, n_rows)
-            return matryoshka_cosent_loss(
-                left, right, scores, self.dims, weights, self.hparams.scale
-            )
-        anchors, candidates, offset = split_global_batch(
-            embeddings, gathered, n_rows, self.global_rank
+        world, scores = self.trainer.world_size, batch.get("scores")
+        gathered = self.all_gather(embeddings, sync_grads=True) if world > 1 else None
+        if scores is not None and world > 1:
+            scores = self.all_gather(scores).reshape(-1)
+        global_batch = GlobalBatch.from_embeddings(
+            embeddings, batch["n_rows"], gathered, self.global_rank, scores
         )
-        return matryoshka_mnrl_loss(
-            anchors, candidates, self.dims, weights, self.hparams.scale, label_offset=offset
-        )
+        return self.loss(global_batch, weights)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        n_rows, weights = batch["n_rows"], self.step_weights()
+        n_rows, weights = batch["n_rows"], self.loss.step_weights()
         if self.automatic_optimization:
             embeddings = self.encode(batch)  # one encode: every column of the batch
             loss, per_dim = self.loss_on_embeddings(embeddings, batch, weights)
@@ -138,7 +144,7 @@ class MatryoshkaModule(L.LightningModule):
             loss, per_dim = self._cached_training_step(batch, weights)
         if not torch.isfinite(loss):
             bad = [d for d, v in per_dim.items() if not torch.isfinite(v)]
-            if self.hparams.on_nonfinite == "stop":
+            if self.hparams.loss["on_nonfinite"] == "stop":
                 raise NonFiniteLoss(self.global_step, bad, float(loss.detach()))
             self.skipped_batches += 1  # no backward, no optimizer step for this batch
             self.log("train/skipped_batches", float(self.skipped_batches), batch_size=n_rows)
@@ -157,7 +163,7 @@ class MatryoshkaModule(L.LightningModule):
             self.encoder,
             batch["input_ids"],
             batch["attention_mask"],
-            self.hparams.cached_mini_batch_size,
+            self.hparams.loss["cached_mini_batch_size"],
             lambda embeddings: self.loss_on_embeddings(embeddings, batch, weights),
             backward=self.manual_backward,
             no_sync=no_sync,
@@ -261,16 +267,16 @@ class MatryoshkaModule(L.LightningModule):
         for name, param in self.named_parameters():
             (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
         groups = [
-            {"params": decay, "weight_decay": self.hparams.weight_decay},
+            {"params": decay, "weight_decay": self.hparams.optim["weight_decay"]},
             {"params": no_decay, "weight_decay": 0.0},
         ]
         try:  # the fused kernel is several times faster than the per-tensor loop, CPU included
-            optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, fused=True)
+            optimizer = torch.optim.AdamW(groups, lr=self.hparams.optim["lr"], fused=True)
         except RuntimeError:
-            optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr)
+            optimizer = torch.optim.AdamW(groups, lr=self.hparams.optim["lr"])
         total = self.trainer.estimated_stepping_batches
         scheduler = get_linear_schedule_with_warmup(
-            optimizer, int(self.hparams.warmup_ratio * total), max(total, 1)
+            optimizer, int(self.hparams.optim["warmup_ratio"] * total), max(total, 1)
         )
         return {
             "optimizer": optimizer,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -12,9 +13,9 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from mrl.run_folder import default_file_mode
+from mrl.run_folder import WriteError, default_file_mode
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -30,13 +31,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             super().save_checkpoint(checkpoint, tmp, storage_options)
             os.replace(tmp, path)
+        except OSError as err:  # disk full, read-only: one line, the old checkpoint stays
+            Path(tmp).unlink(missing_ok=True)
+            raise WriteError(path, err) from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
 
 
 class StopOnSignal(L.Callback):
-    """On SIGTERM or SIGUSR1 (SLURM's warning before the time limit): finish the current step,
+    """On SIGTERM, SIGUSR1 (SLURM's warning before the time limit) or Ctrl-C: finish the step,
     write checkpoints/last.ckpt, and stop. The next run of the same command resumes there.
 
     Handlers installed before (Lightning's SLURM requeue handler, for one) still run.
@@ -56,6 +60,12 @@ class StopOnSignal(L.Callback):
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT:
+            if self.received == "SIGINT":  # a second Ctrl-C: stop now, as Python would
+                raise KeyboardInterrupt
+            self.received = "SIGINT"  # Python's own handler would raise mid-step: not chained
+            print("Ctrl-C: saving at the end of this step (again to stop at once)", file=sys.stderr)
+            return
         self.received = signal.Signals(signum).name
         previous = self._previous.get(signum)
         if callable(previous):

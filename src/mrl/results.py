@@ -56,6 +56,7 @@ class RunResults:
     model: str | None = None  # eval.py: the model it was given
     test_benchmark: str | None = None  # eval.py: which benchmark `test` holds
     benchmarks: dict[str, ByDim] = field(default_factory=dict)  # eval.py: every benchmark
+    debug: bool = False  # fast_dev_run or cut splits: not a result (reports skip it)
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know
 
     @property
@@ -88,6 +89,8 @@ class RunResults:
         for name in ("test", "validation", "untrained_test"):
             data[name] = _json_by_dim(data[name])
         data["benchmarks"] = {k: _json_by_dim(v) for k, v in data["benchmarks"].items()}
+        if not data["debug"]:
+            data.pop("debug")
         if not data["benchmarks"]:
             for name in ("model", "test_benchmark", "benchmarks"):
                 data.pop(name)
@@ -113,6 +116,19 @@ def curve_rows(results: RunResults) -> list[dict]:
             row["untrained_test_spearman"] = results.untrained_test[dim]
         rows.append(row)
     return rows
+
+
+def summary_table(results: RunResults) -> str:
+    """The per-dim table train.py prints at the end of a run."""
+    lines = [f"STS-B test Spearman by dimension ({results.experiment}):"]
+    lines.append(f"{'dim':>6} {'spearman':>9} {'retention':>10} {'untrained':>10}")
+    for r in curve_rows(results):
+        before = r.get("untrained_test_spearman")
+        lines.append(
+            f"{r['dim']:>6} {r['test_spearman']:>9.4f} {100 * r['test_retention']:>9.1f}% "
+            f"{'' if before is None else f'{before:.4f}':>10}"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def curve_csv(results: RunResults) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import shutil
 import tempfile
@@ -136,7 +137,13 @@ class RunFolder:
         return self.path / LOCK
 
     def is_finished(self) -> bool:
-        return self.results.is_file()
+        """results.json is there and is not a debug run's (those never count as finished)."""
+        if not self.results.is_file():
+            return False
+        try:
+            return not json.loads(self.results.read_text()).get("debug", False)
+        except (OSError, ValueError, AttributeError):
+            return True  # unreadable: do not overwrite it; the report names it corrupt
 
     def resume_checkpoint(self, ckpt_path: str | None) -> str | None:
         """`last` -> this run's last.ckpt (must exist); None -> the newest checkpoint this folder

@@ -1,0 +1,202 @@
+"""From a composed config to the objects of one run: `build(cfg, run_dir)` checks the whole
+config first (`mrl.checks`), then makes the module, the data module and the trainer.
+
+Each config group reaches its consumer whole (`cfg.model`, `cfg.matryoshka`, `cfg.loss`,
+`cfg.optim` -> the module; `cfg.data` -> the data module; `cfg.trainer` -> Lightning), so a new
+option is one yaml line plus the code that reads it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+from omegaconf import DictConfig, OmegaConf
+
+from mrl.checks import check_config
+from mrl.data import MatryoshkaDataModule
+from mrl.hub import wandb_mode
+from mrl.module import MatryoshkaModule
+from mrl.redact import redact
+from mrl.reliability import AtomicCheckpointIO, StopOnSignal
+from mrl.run_folder import CHECKPOINTS, METRICS, RunFolder
+
+
+def plain(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def build_module(cfg: DictConfig) -> MatryoshkaModule:
+    """The LightningModule from the model, matryoshka, loss and optim groups (checks the dims
+    and weights against the backbone)."""
+    return MatryoshkaModule(
+        model=plain(cfg.model),
+        matryoshka=plain(cfg.matryoshka),
+        loss=plain(cfg.loss),
+        optim=plain(cfg.optim),
+    )
+
+
+def build_datamodule(cfg: DictConfig) -> MatryoshkaDataModule:
+    d = cfg.data
+    return MatryoshkaDataModule(
+        backbone=cfg.model.backbone,
+        train=plain(d.train),
+        validation=plain(cfg.eval.validation),
+        test=plain(cfg.eval.test),
+        batch_size=d.batch_size,
+        eval_batch_size=cfg.eval.batch_size,
+        max_seq_length=d.max_seq_length,
+        max_train_samples=d.max_train_samples,
+        no_duplicates=d.no_duplicates,
+        num_workers=d.num_workers,
+        seed=cfg.seed,
+        trust_remote_code=cfg.model.trust_remote_code,
+    )
+
+
+def trainer_args(cfg: DictConfig) -> dict:
+    """The `trainer` group, passed to `lightning.Trainer`; precision `auto` picks bf16 on GPU."""
+    args = plain(cfg.trainer)
+    if args.get("precision") == "auto":
+        gpu = args.get("accelerator") in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+        args["precision"] = "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
+    if cfg.callbacks.progress_bar == "none":
+        args["enable_progress_bar"] = False
+    return args
+
+
+class HistoryWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that an existing metrics.csv is kept: the rows of the
+    steps before `resume_step` stay (once), later rows (to be re-done) go."""
+
+    def __init__(self, log_dir: str, resume_step: int | None):
+        self.resume_step = resume_step
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if not path.is_file():
+            return
+        with path.open(newline="") as file:
+            rows = list(csv.DictReader(file))
+        keep = [
+            {k: v for k, v in row.items() if v != ""}
+            for row in rows
+            if self.resume_step is not None and int(float(row.get("step") or 0)) < self.resume_step
+        ]
+        path.unlink()
+        self.metrics = keep  # written back, with the header, at the first save
+
+
+class HistoryCSVLogger(CSVLogger):
+    """`csv/metrics.csv` in the run folder, its history kept across resumes."""
+
+    def __init__(self, save_dir: Path, resume_step: int | None):
+        super().__init__(save_dir, name=METRICS, version="")
+        self.resume_step = resume_step
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = HistoryWriter(self.log_dir, self.resume_step)
+        return self._experiment
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path, overrides: list[str], resume_step) -> list:
+    loggers = []
+    if cfg.logger.get("csv"):
+        loggers.append(HistoryCSVLogger(run_dir, resume_step))
+    if cfg.logger.get("wandb"):
+        from lightning.pytorch.loggers import WandbLogger
+
+        w = cfg.logger.wandb
+        loggers.append(
+            WandbLogger(
+                project=w.project,
+                group=w.group,
+                name=run_dir.name if run_dir.name else cfg.exp_name,
+                id=hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16],
+                resume="allow",  # a resumed run continues the same wandb run
+                save_dir=str(run_dir),
+                mode=wandb_mode(w.mode),
+                tags=redact(list(w.tags)),
+                config=redact({**plain(cfg), "overrides": overrides}),
+            )
+        )
+    return loggers
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
+    from lightning.pytorch.callbacks import (
+        LearningRateMonitor,
+        ModelCheckpoint,
+        RichProgressBar,
+        TQDMProgressBar,
+    )
+
+    c = cfg.callbacks
+    callbacks = [
+        ModelCheckpoint(
+            dirpath=run_dir / CHECKPOINTS,
+            save_last=True,
+            save_top_k=0,
+            every_n_train_steps=c.checkpoint_every_n_steps,
+        )
+    ]
+    if c.progress_bar == "rich":
+        callbacks.append(RichProgressBar())
+    elif c.progress_bar == "tqdm":
+        callbacks.append(TQDMProgressBar())
+    if cfg.logger.get("wandb") or cfg.logger.get("csv"):
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    return callbacks
+
+
+def checkpoint_step(ckpt_path: str | None) -> int | None:
+    """The global step a checkpoint was saved at (None: no checkpoint)."""
+    if ckpt_path is None:
+        return None
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    return int(state.get("global_step", 0))
+
+
+@dataclass
+class Run:
+    """The objects of one run, made by `build`."""
+
+    module: MatryoshkaModule
+    datamodule: MatryoshkaDataModule
+    trainer: L.Trainer
+    stop_on_signal: StopOnSignal
+    ckpt_path: str | None  # where training resumes from (None: from the start)
+
+
+def build(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Run:
+    """Check the whole config, then make the module, data module (data checked and tokenized)
+    and trainer of one run in `run_dir`. Any bad input is one ConfigError before training."""
+    folder = RunFolder(run_dir)
+    trainer_kwargs = trainer_args(cfg)
+    check_config(cfg, trainer_kwargs, folder)
+    ckpt_path = folder.resume_checkpoint(cfg.ckpt_path)
+    module = build_module(cfg)
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")  # checks the data files before anything is written
+    stop_on_signal = StopOnSignal(folder.last_ckpt)
+    trainer = L.Trainer(
+        **trainer_kwargs,
+        logger=build_loggers(cfg, run_dir, overrides, checkpoint_step(ckpt_path)) or False,
+        callbacks=[*build_callbacks(cfg, run_dir), stop_on_signal],
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=run_dir,
+    )
+    return Run(module, datamodule, trainer, stop_on_signal, ckpt_path)

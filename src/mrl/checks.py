@@ -1,0 +1,278 @@
+"""One check pass over the whole composed training config, before anything expensive.
+
+Every option's type and range, the options that are each valid but impossible together (or on
+this machine), the backbone's tokenizer, and that the run folder can be written: each problem
+is one ConfigError line naming the option and the fix. Nothing is loaded but the backbone's
+config and tokenizer; no data, no weights, no folder beyond what Hydra made.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from mrl.encoder import POOLINGS, check_backbone
+from mrl.errors import ConfigError
+from mrl.losses import base_loss
+from mrl.run_folder import RunFolder
+from mrl.schedule import RULES, WEIGHT_SCHEMES
+
+PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def whole(low: int, high: int | None = None, optional: bool = False) -> Callable:
+    def check(value):
+        if value is None and optional:
+            return None
+        if not _is_int(value) or value < low or (high is not None and value > high):
+            span = f">= {low}" if high is None else f"between {low} and {high}"
+            return f"must be a whole number {span}" + (" or null" if optional else "")
+        return None
+
+    return check
+
+
+def number(low: float, *, above: bool = False, below: float | None = None, optional=False):
+    def check(value):
+        if value is None and optional:
+            return None
+        bad = not _is_number(value) or (value <= low if above else value < low)
+        if below is not None and _is_number(value) and value >= below:
+            bad = True
+        if bad:
+            span = f"> {low}" if above else f">= {low}"
+            span += f" and < {below}" if below is not None else ""
+            return f"must be a number {span}" + (" or null" if optional else "")
+        return None
+
+    return check
+
+
+def one_of(*choices) -> Callable:
+    def check(value):
+        if value not in choices:
+            return f"must be one of {', '.join(str(c) for c in choices)}"
+        return None
+
+    return check
+
+
+def boolean(value):
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def chunk_size(value):
+    if value in ("auto", None) or (_is_int(value) and value >= 1):
+        return None
+    return "must be a whole number >= 1, auto, or null (no chunks)"
+
+
+def devices(value):
+    if value == "auto" or (_is_int(value) and (value >= 1 or value == -1)):
+        return None
+    if isinstance(value, (list, ListConfig)) and value and all(_is_int(v) for v in value):
+        return None
+    return "must be a whole number >= 1, -1, auto, or a list of device ids"
+
+
+def batches(value):
+    if value is None or (_is_int(value) and value >= 0) or (_is_number(value) and 0 <= value <= 1):
+        return None
+    return "must be null, a fraction in [0, 1] or a whole number of batches"
+
+
+def dims_list(value):
+    if value is None:
+        return None
+    if not isinstance(value, (list, ListConfig)) or not value:
+        return "must be a non-empty list of dimensions (e.g. [384,64]) or null for the rule"
+    if not all(_is_int(d) and d >= 1 for d in value):
+        return "must hold positive whole numbers only"
+    return None
+
+
+def weights(value):
+    if value is None or value in WEIGHT_SCHEMES:
+        return None
+    if isinstance(value, (list, ListConfig)):
+        if not all(_is_number(w) and w >= 0 for w in value):
+            return "must hold finite numbers >= 0 only"
+        if not any(w > 0 for w in value):
+            return "must have at least one weight > 0 (all zero trains nothing)"
+        return None
+    return f"must be null, one of {', '.join(WEIGHT_SCHEMES)}, or a list with one weight per dim"
+
+
+def n_dims_per_step(value):
+    if value is None or value == -1 or (_is_int(value) and value >= 1):
+        return None
+    return "must be a whole number >= 1, or null (or -1) for all dims"
+
+
+OPTIONS: dict[str, Callable] = {
+    "seed": whole(0),
+    "model.pooling": one_of(*POOLINGS),
+    "model.chunk_size": chunk_size,
+    "model.compile": boolean,
+    "model.trust_remote_code": boolean,
+    "matryoshka.enabled": boolean,
+    "matryoshka.dims": dims_list,
+    "matryoshka.rule": one_of(*RULES),
+    "matryoshka.min_dim_ratio": number(0, above=True, below=1.0000001),
+    "matryoshka.weights": weights,
+    "matryoshka.n_dims_per_step": n_dims_per_step,
+    "loss.scale": number(0, above=True),
+    "loss.cached_mini_batch_size": whole(1, optional=True),
+    "loss.on_nonfinite": one_of("stop", "skip"),
+    "optim.lr": number(0, above=True),
+    "optim.weight_decay": number(0),
+    "optim.warmup_ratio": number(0, below=1),
+    "data.batch_size": whole(1),
+    "data.max_seq_length": whole(1),
+    "data.max_train_samples": whole(1, optional=True),
+    "data.no_duplicates": boolean,
+    "data.num_workers": whole(0),
+    "eval.batch_size": whole(1),
+    "eval.score_untrained": boolean,
+    "export.sentence_transformers": boolean,
+    "callbacks.checkpoint_every_n_steps": whole(1),
+    "callbacks.progress_bar": one_of("rich", "tqdm", "none"),
+    "trainer.devices": devices,
+    "trainer.num_nodes": whole(1),
+    "trainer.precision": one_of(*PRECISIONS),
+    "trainer.max_epochs": whole(-1),
+    "trainer.max_steps": whole(-1),
+    "trainer.min_steps": whole(0, optional=True),
+    "trainer.log_every_n_steps": whole(1),
+    "trainer.accumulate_grad_batches": whole(1),
+    "trainer.gradient_clip_val": number(0, optional=True),
+    "trainer.check_val_every_n_epoch": whole(1, optional=True),
+    "trainer.num_sanity_val_steps": whole(-1),
+    "trainer.limit_train_batches": batches,
+    "trainer.limit_val_batches": batches,
+    "trainer.limit_test_batches": batches,
+    "trainer.fast_dev_run": lambda v: (
+        None
+        if isinstance(v, bool) or whole(1)(v) is None
+        else "must be true, false or a whole number of batches"
+    ),
+    "trainer.deterministic": lambda v: (
+        None if isinstance(v, bool) or v == "warn" else "must be true, false or warn"
+    ),
+}
+
+
+def check_options(cfg: DictConfig) -> None:
+    """Type and range of every option in OPTIONS (a missing key is Hydra's business)."""
+    for key, check in OPTIONS.items():
+        value = OmegaConf.select(cfg, key, default="<absent>")
+        if isinstance(value, str) and value == "<absent>":
+            continue
+        plain_value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+        problem = check(value)
+        if problem:
+            raise ConfigError(f"{key}={plain_value!r} {problem}.")
+
+
+def check_combinations(cfg: DictConfig, trainer: dict) -> None:
+    """Options that are each valid but impossible together, or on this machine: one line each."""
+    base = base_loss(cfg.loss.name)
+    columns = list(cfg.data.train.columns)
+    texts = [c for c in columns if c != "score"]
+    scored = "score" in columns
+    if base.scored and not scored:
+        raise ConfigError(
+            f"loss={base.name} trains on scored pairs but data.train.columns={columns} has no "
+            "score; use data=stsb_pairs (columns [sentence1, sentence2, score]) or loss=mnrl."
+        )
+    if not base.scored and scored:
+        raise ConfigError(
+            f"loss={base.name} ignores gold scores but data.train.columns={columns} has one; use "
+            "loss=cosent for scored pairs (as +exp=stsb_cosent_mrl does)."
+        )
+    most = base.max_text_columns
+    if len(texts) < base.min_text_columns or (most is not None and len(texts) > most):
+        want = (
+            base.min_text_columns
+            if most == base.min_text_columns
+            else f">= {base.min_text_columns}"
+        )
+        raise ConfigError(
+            f"loss={base.name} needs {want} text columns but data.train.columns={columns}; "
+            "pick a data config with the columns it needs."
+        )
+    mini = cfg.loss.cached_mini_batch_size
+    if mini is not None:
+        if mini > cfg.data.batch_size:
+            raise ConfigError(
+                f"loss.cached_mini_batch_size={mini} must be between 1 and data.batch_size="
+                f"{cfg.data.batch_size}; pick a mini-batch smaller than the batch (e.g. 32)."
+            )
+        if trainer.get("gradient_clip_val") or trainer.get("accumulate_grad_batches", 1) != 1:
+            raise ConfigError(
+                "loss.cached_mini_batch_size steps the optimizer itself and cannot be combined "
+                "with trainer.gradient_clip_val or trainer.accumulate_grad_batches; unset those "
+                "(a larger data.batch_size is what accumulation would give you)."
+            )
+    accelerator, n_devices = trainer.get("accelerator"), trainer.get("devices")
+    precision = str(trainer.get("precision"))
+    if accelerator in ("gpu", "cuda"):
+        available = torch.cuda.device_count()
+        if available == 0:
+            raise ConfigError(
+                f"trainer.accelerator={accelerator} but no CUDA device is visible; "
+                "use trainer=cpu (or check CUDA_VISIBLE_DEVICES)."
+            )
+        if _is_int(n_devices) and n_devices > available:
+            raise ConfigError(
+                f"trainer.devices={n_devices} but this machine has {available} GPU(s); "
+                f"use trainer.devices={available} or trainer.devices=auto."
+            )
+        if precision.startswith("bf16") and not torch.cuda.is_bf16_supported():
+            raise ConfigError(
+                f"trainer.precision={precision} but {torch.cuda.get_device_name()} has no bf16; "
+                "use trainer.precision=16-mixed."
+            )
+    if accelerator == "cpu" and precision.startswith("16"):
+        raise ConfigError(
+            f"trainer.precision={precision} is not available on the CPU; use 32-true or bf16-mixed."
+        )
+    world = (n_devices if _is_int(n_devices) and n_devices > 0 else 1) * trainer.get("num_nodes", 1)
+    if cfg.data.batch_size < world:
+        raise ConfigError(
+            f"data.batch_size={cfg.data.batch_size} is smaller than the {world} processes "
+            f"(trainer.devices x trainer.num_nodes); use data.batch_size >= {world}."
+        )
+
+
+def check_writable(folder: RunFolder) -> None:
+    """The run folder, its checkpoints folder and the system temp folder accept files."""
+    folder.check_writable()
+    try:
+        with tempfile.TemporaryFile():
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"the temp folder {tempfile.gettempdir()} is not writable ({err.strerror}); "
+            "set TMPDIR to a writable folder."
+        ) from None
+
+
+def check_config(cfg: DictConfig, trainer: dict, folder: RunFolder) -> None:
+    """The whole check pass: options, combinations, backbone, writable folders."""
+    check_options(cfg)
+    check_combinations(cfg, trainer)
+    check_backbone(cfg.model.backbone, cfg.model.trust_remote_code)
+    check_writable(folder)

@@ -1,4 +1,4 @@
-.PHONY: help install test lint format mrl baseline
+.PHONY: help install test test-full lint format mrl baseline
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*## ' Makefile | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -6,8 +6,11 @@ help:  ## list targets
 install:  ## CPU torch pin, then the package with dev tools
 	pip install torch==2.13.0 && pip install -e ".[dev]"
 
-test:  ## the test suite (README's test command)
-	pytest -q
+test:  ## the fast inner loop: every test not marked slow
+	pytest -q -m "not slow"
+
+test-full:  ## the whole suite, as CI runs it (README's test command)
+	ruff check . && pytest -q
 
 lint:  ## ruff lint + format check
 	ruff check . && ruff format --check .

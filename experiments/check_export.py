@@ -6,34 +6,32 @@ and 32 dims, each a separate sentence-transformers model and encode).
         python experiments/check_export.py "outputs/runs/allnli_mrl/seed42/model=minilm_l6"
 """
 
-import json
-import os
 import sys
-from pathlib import Path
 
 import torch
 from sentence_transformers import SentenceTransformer
 
 from mrl.encoder import Encoder, load_tokenizer
 from mrl.evaluation import spearman_by_dim
+from mrl.export import model_hparams
+from mrl.quantization import STSB_TEST
+from mrl.run_folder import RunFolder
+from mrl.sources import Source, load_source
 
-run = Path(sys.argv[1])
-export = run / "sentence-transformers"
-state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-backbone = state["hyper_parameters"]["backbone"]
-encoder = Encoder(backbone, state["hyper_parameters"]["pooling"])
+run = RunFolder(sys.argv[1])
+export = run.export
+state = torch.load(run.last_ckpt, map_location="cpu", weights_only=True)
+hparams = model_hparams(state["hyper_parameters"])  # grouped (new) or flat (old) checkpoints
+backbone = hparams["backbone"]
+encoder = Encoder(backbone, hparams.get("pooling", "mean"))
 encoder.load_state_dict(
     {k[8:]: v for k, v in state["state_dict"].items() if k.startswith("encoder.")}
 )
 encoder.eval()
 tokenizer = load_tokenizer(backbone)
-rows = [
-    json.loads(x)
-    for x in (Path(os.environ["MRL_DATA_DIR"]) / "stsb/test.jsonl").read_text().splitlines()
-    if x
-]
-left, right = [r["sentence1"] for r in rows], [r["sentence2"] for r in rows]
-gold = [r["score"] for r in rows]
+rows = load_source(Source(**STSB_TEST))  # $MRL_DATA_DIR/stsb/test.jsonl, validated
+left, right = list(rows["sentence1"]), list(rows["sentence2"])
+gold = list(rows["score"])  # rescaled to [0, 1]: Spearman is the same
 
 
 def ours(texts):

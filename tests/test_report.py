@@ -211,6 +211,10 @@ def test_runs_from_wandb_rebuild_the_groups():
         "matryoshka.weights=increasing"
     ]
     assert runs[0].results.test == {32: 0.8, 16: 0.7, 8: 0.6}  # int dims in memory
+    debug = wandb_run("r3", 3, "uniform", [0.1, 0.1, 0.1])
+    debug.config["trainer"] = {"fast_dev_run": True}
+    runs = runs_from_wandb([wandb_run("r0", 1, "uniform", [0.8, 0.7, 0.6]), debug])
+    assert [r.status for r in runs] == ["finished", "debug"]
 
 
 def test_report_logs_to_wandb_offline(study, tmp_path, monkeypatch):

@@ -95,11 +95,11 @@ def test_wandb_offline_run(data_dir, run_main, tmp_path, monkeypatch):
     ("override", "message"),
     [
         ("matryoshka.dims=[64,32]", "matryoshka.dims holds 64, larger than the backbone"),
-        ("matryoshka.dims=[]", "matryoshka.dims is empty"),
+        ("matryoshka.dims=[]", "matryoshka.dims=[] must be a non-empty list"),
         ("matryoshka.dims=[16,16]", "matryoshka.dims repeats [16]"),
         ("matryoshka.weights=[1,1]", "matryoshka.weights has 2 entries but there are 4 dims"),
         ("eval.compare_to=/nonexistent", "eval.compare_to='/nonexistent' holds no results.json"),
-        ("callbacks.progress_bar=fancy", "callbacks.progress_bar='fancy' must be rich, tqdm"),
+        ("callbacks.progress_bar=fancy", "callbacks.progress_bar='fancy' must be one of rich, tqdm"),
     ],
 )
 def test_bad_config_is_one_line_and_leaves_no_run_folder(
@@ -168,7 +168,7 @@ def test_cached_mode_trains_with_a_random_subset_of_dims(data_dir, run_main, tmp
         (["trainer.precision=16-mixed"], "not available on the CPU"),
         (["loss=cosent"], "loss=cosent trains on scored pairs but data.train.columns="),
         (["data=stsb_pairs"], "loss=mnrl ignores gold scores"),
-        (["loss.name=triplet"], "loss.name='triplet' must be one of mnrl, cosent"),
+        (["loss.name=triplet"], "loss.name='triplet' is unknown; use one of mnrl, cosent"),
     ],
 )
 def test_impossible_combinations_are_one_line(

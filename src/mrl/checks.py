@@ -200,7 +200,7 @@ def check_combinations(cfg: DictConfig, trainer: dict) -> None:
     if not base.scored and scored:
         raise ConfigError(
             f"loss={base.name} ignores gold scores but data.train.columns={columns} has one; use "
-            "loss=cosent for scored pairs (as +exp=stsb_cosent_mrl does)."
+            "loss=cosent or loss=angle for scored pairs (as +exp=stsb_cosent_mrl does)."
         )
     most = base.max_text_columns
     if len(texts) < base.min_text_columns or (most is not None and len(texts) > most):
@@ -248,6 +248,17 @@ def check_combinations(cfg: DictConfig, trainer: dict) -> None:
     if accelerator == "cpu" and precision.startswith("16"):
         raise ConfigError(
             f"trainer.precision={precision} is not available on the CPU; use 32-true or bf16-mixed."
+        )
+    epochs, steps = trainer.get("max_epochs"), trainer.get("max_steps")
+    if epochs == 0 or steps == 0:
+        raise ConfigError(
+            f"trainer.max_epochs={epochs} with trainer.max_steps={steps} trains nothing; give "
+            "max_epochs >= 1 or max_steps >= 1."
+        )
+    if epochs == -1 and steps == -1:
+        raise ConfigError(
+            "trainer.max_epochs=-1 with trainer.max_steps=-1 would train forever; give "
+            "trainer.max_steps=N or trainer.max_epochs=N."
         )
     world = (n_devices if _is_int(n_devices) and n_devices > 0 else 1) * trainer.get("num_nodes", 1)
     if cfg.data.batch_size < world:

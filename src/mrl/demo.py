@@ -2,7 +2,8 @@
 
     python -m mrl.demo MODEL [--corpus FILE.jsonl] [--port 7860] [--host 127.0.0.1]
 
-Type a query, move the slider over the model's dims (the pow2 dims of its width down to 1/12)
+Type a query, move the slider over the model's dims (`--dims`, else its eval dims: a run's own,
+or the pow2 dims of its width down to 1/12)
 and see, live: the top 10 documents by cosine on the first `dim` dims (FAISS flat inner product
 on the renormalised prefix, as in mrl.retrieval), their recall@10 against full-width search for
 this query, the search latency, and the bytes per float32 embedding (4 * dim). MODEL is anything
@@ -66,8 +67,8 @@ class Searcher:
 
 def corpus_embeddings(model, model_name: str, texts: list[str], cache_dir: Path) -> np.ndarray:
     """The corpus encoded by `model`, read from the .npz cache when its key matches."""
-    from mrl.evaluate import slug
-    from mrl.results import write_atomic
+    from mrl.models import slug
+    from mrl.run_folder import write_atomic
 
     probe = np.round(model.encode([PROBE], convert_to_numpy=True), 4).astype(np.float32)
     name = str(Path(model_name).resolve()) if Path(model_name).exists() else model_name
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Search a corpus live at every prefix size.")
     parser.add_argument("model", help="Hub id, model folder or run folder")
     parser.add_argument("--corpus", type=Path, help="JSON Lines with a text field")
+    parser.add_argument("--dims", type=int, nargs="+", help="slider dims (default: eval dims)")
     parser.add_argument("--port", type=int, default=7860, help="0 picks a free port")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--cache-dir", type=Path, default=Path("outputs/demo_cache"))
@@ -186,16 +188,21 @@ def main(argv: list[str] | None = None) -> None:
         if args.corpus:
             texts = read_texts(args.corpus)
         elif os.environ.get("MRL_DATA_DIR"):
-            texts = default_corpus(Path(os.environ["MRL_DATA_DIR"]))[1]
+            texts = default_corpus()[1]
         else:
             raise ConfigError("set MRL_DATA_DIR (shared/data layout) or give --corpus FILE.jsonl.")
-        from mrl.evaluate import load_model
-        from mrl.schedule import dims_from_rule
+        from mrl.models import embedding_width, load_model, model_eval_dims
+        from mrl.schedule import check_dims
 
         with tempfile.TemporaryDirectory() as workdir:
             model = load_model(args.model, None, False, Path(workdir))
+        width = embedding_width(model)
+        if args.dims is None:
+            dims = model_eval_dims(args.model, width)
+        else:
+            dims = check_dims(args.dims, width, "--dims")
         docs = corpus_embeddings(model, args.model, texts, args.cache_dir)
-        searcher = Searcher(docs, dims_from_rule(docs.shape[1]))
+        searcher = Searcher(docs, dims)
         page = render_page(args.model, len(texts), searcher)
         try:
             server = ThreadingHTTPServer(

@@ -1,14 +1,19 @@
 """Evaluating any encoder at every dimension: STS-B, STS12-16 and SICK-R, each encoded once.
 
 `python eval.py model=<hub id | local folder | run folder>` (the root shim) calls `main`.
-Models load through sentence-transformers (so any of its models works, ours exported
-included); a run folder uses its `sentence-transformers/` export, or exports its checkpoint.
+Models load through `mrl.models` (sentence-transformers, so any of its models works, ours
+exported included); a run folder uses its `sentence-transformers/` export, or exports its
+checkpoint. No training code is imported (no Lightning, no wandb).
+
+The folder is `outputs/evals/<model>/` plus, when given, the overrides of the settings that
+change the numbers (`dims`, `max_seq_length`, `benchmarks`), so a re-run with other settings
+gets its own folder; results.json keeps those settings and a folder that holds other ones
+(e.g. a fixed hydra.run.dir) is refused in one line rather than reported as done.
 """
 
 from __future__ import annotations
 
-import json
-import re
+import hashlib
 import sys
 import tempfile
 from pathlib import Path
@@ -17,76 +22,36 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from mrl.encoder import resolve_backbone
 from mrl.errors import ConfigError
 from mrl.evaluation import spearman_by_dim
-from mrl.export import EXPORT_DIR, export_run
+from mrl.models import embedding_width, load_model, model_eval_dims, slug
 from mrl.redact import redact
-from mrl.results import write_atomic, write_run_outputs
-from mrl.schedule import dims_from_rule
+from mrl.results import RunResults, load_results, write_run_outputs
+from mrl.run_folder import RunFolder, write_atomic
+from mrl.schedule import check_dims
 from mrl.sources import Source, load_source
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+# the settings (besides the model) that change the numbers; batch size and device do not
+SETTINGS = ("dims", "max_seq_length", "benchmarks")
+MAX_FOLDER_NAME = 100
 
 
-def slug(text: str | None) -> str:
-    """A folder name for a model id or path: other characters than [A-Za-z0-9._=-] -> '_'."""
-    return re.sub(r"[^A-Za-z0-9._=-]+", "_", str(text or "")).strip("_") or "model"
+def eval_dir(model, overrides: str | None = None) -> str:
+    """The folder name under evals/: the model, then the overrides of `SETTINGS` (Hydra's
+    override_dirname, which leaves out the keys that do not change the numbers)."""
+    name = slug(model)
+    if overrides:
+        settings = slug(overrides)
+        if len(settings) > MAX_FOLDER_NAME:
+            digest = hashlib.sha1(settings.encode()).hexdigest()[:10]
+            settings = f"{settings[: MAX_FOLDER_NAME - 11]}-{digest}"
+        name = f"{name}/{settings}"
+    return name
 
 
-if not OmegaConf.has_resolver("slug"):
-    OmegaConf.register_new_resolver("slug", slug)
-
-
-def load_model(model: str, device: str | None, trust_remote_code: bool, workdir: Path):
-    """A SentenceTransformer for a run folder, a model folder or a Hub id (with one-line errors)."""
-    from sentence_transformers import SentenceTransformer
-
-    from mrl.hub import MIRROR_HINT, hub_reachable
-
-    path = Path(model)
-    if (path / "results.json").is_file():  # one of our runs
-        export = path / EXPORT_DIR
-        path = export if export.is_dir() else export_run(path, workdir / EXPORT_DIR)
-    elif not path.is_dir():
-        resolved = resolve_backbone(model)
-        if resolved != model:
-            path = Path(resolved)
-        elif not hub_reachable():
-            raise ConfigError(
-                f"model={model!r} is neither a local folder nor reachable on the Hub; "
-                f"{MIRROR_HINT} (MRL_MODEL_DIR must hold a folder named {model.split('/')[-1]!r})."
-            )
-    if path.is_dir() and not any(next(path.rglob(name), None) for name in WEIGHT_FILES):
-        raise ConfigError(
-            f"model={model!r}: {path} holds no weights ({', '.join(WEIGHT_FILES[:2])}); "
-            "give a trained model folder, a run folder or a Hub id."
-        )
-    source = str(path) if path.is_dir() else model
-    try:
-        return SentenceTransformer(source, device=device, trust_remote_code=trust_remote_code)
-    except ValueError as err:
-        if "trust_remote_code" in str(err):
-            raise ConfigError(
-                f"model={model!r} ships its own code; read it, then set trust_remote_code=true."
-            ) from None
-        raise
-    except OSError as err:
-        raise ConfigError(
-            f"model={model!r} could not be loaded: {str(err).splitlines()[0]}"
-        ) from None
-
-
-def evaluation_dims(requested, width: int) -> list[int]:
-    if requested is None:
-        return dims_from_rule(width)
-    dims = sorted({int(d) for d in requested}, reverse=True)
-    if not dims or dims[-1] < 1 or dims[0] > width:
-        raise ConfigError(
-            f"dims={list(requested)} must be between 1 and the model's width {width}; "
-            f"e.g. dims=[{width},{max(1, width // 12)}] or dims=null for the pow2 dims."
-        )
-    return dims
+for _name, _resolver in (("slug", slug), ("eval_dir", eval_dir)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _resolver)
 
 
 def encode_benchmark(model, ds, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,25 +79,63 @@ def benchmark_table(scores: dict[str, dict[int, float]], dims: list[int]) -> str
     return "\n".join(lines) + "\n"
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict:
+def _settings(config: dict) -> dict:
+    values = {key: config.get(key) for key in ("model", *SETTINGS)}
+    if isinstance(values["dims"], list):  # the same dims in another order are the same numbers
+        values["dims"] = sorted(values["dims"], key=str)
+    return values
+
+
+def finished(run_dir: Path, config: dict) -> RunResults | None:
+    """The earlier results in `run_dir` if they are of these settings, None if there are none;
+    ConfigError if the folder holds an evaluation of other settings."""
+    run = RunFolder(run_dir)
+    if not run.is_finished():
+        return None
+    done = load_results(run_dir)
+    stored, wanted = _settings(done.config), _settings(config)
+    for key, value in wanted.items():
+        if key in done.config and stored[key] != value:
+            raise ConfigError(
+                f"{run_dir} holds an evaluation with {key}={stored[key]}, not {value}; delete "
+                f"{run.results} to re-run it there, or leave hydra.run.dir unset (each setting "
+                "gets its own folder)."
+            )
+    print(f"{run.results} exists: this evaluation is done (delete it to re-run).")
+    return done
+
+
+def check_settings(cfg: DictConfig) -> None:
+    for key in ("batch_size", "max_seq_length"):
+        value = cfg[key]
+        if value is None and key == "max_seq_length":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{key}={value!r} must be a whole number >= 1, e.g. {key}=128.")
+    if not cfg.benchmarks:
+        raise ConfigError("benchmarks is empty; give at least one, e.g. benchmarks=sts.")
+
+
+def run(cfg: DictConfig, run_dir: Path) -> RunResults:
     if not cfg.model:
         raise ConfigError(
             "no model given; run python eval.py model=<Hub id | local folder | run folder>."
         )
-    done = run_dir / "results.json"
-    if done.is_file():
-        print(f"{done} exists: this evaluation is done (delete it to re-run).")
-        return json.loads(done.read_text())
+    config = redact(OmegaConf.to_container(cfg, resolve=True))
+    done = finished(run_dir, config)
+    if done is not None:
+        return done
+    check_settings(cfg)
     with tempfile.TemporaryDirectory() as workdir:
         model = load_model(cfg.model, cfg.device, cfg.trust_remote_code, Path(workdir))
         if cfg.max_seq_length is not None:
             model.max_seq_length = cfg.max_seq_length
-        width = (
-            getattr(model, "get_embedding_dimension", None)
-            or model.get_sentence_embedding_dimension
-        )
-        width = width()
-        dims = evaluation_dims(cfg.dims, width)
+        width = embedding_width(model)
+        requested = OmegaConf.to_container(cfg, resolve=True)["dims"]
+        if requested is None:
+            dims = model_eval_dims(cfg.model, width)
+        else:
+            dims = check_dims(requested, width, "dims")
         scores = {}
         for name, source_cfg in cfg.benchmarks.items():
             ds = load_source(Source.from_config(source_cfg))
@@ -140,18 +143,17 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             scores[name] = spearman_by_dim(left, right, list(ds["score"]), dims)
             print(f"{name}: {len(ds)} pairs, Spearman at {dims[0]}: {scores[name][dims[0]]:.4f}")
     first = next(iter(scores))
-    results = {
-        "experiment": f"eval {cfg.model}",
-        "model": cfg.model,
-        "backbone": cfg.model,
-        "run_dir": str(run_dir),
-        "matryoshka": None,
-        "dims": dims,
-        "test": {str(d): v for d, v in scores[first].items()},
-        "test_benchmark": first,
-        "benchmarks": {name: {str(d): v for d, v in s.items()} for name, s in scores.items()},
-        "config": redact(OmegaConf.to_container(cfg, resolve=True)),
-    }
+    results = RunResults(
+        experiment=f"eval {cfg.model}",
+        run_dir=str(run_dir),
+        backbone=cfg.model,
+        eval_dims=dims,
+        test=scores[first],
+        config=config,
+        model=cfg.model,
+        test_benchmark=first,
+        benchmarks=scores,
+    )
     table = benchmark_table(scores, dims)
     write_atomic(run_dir / "benchmarks.md", table)
     write_run_outputs(run_dir, results)
@@ -167,8 +169,7 @@ def main(cfg: DictConfig) -> None:
     try:
         run(cfg, run_dir)
     except ConfigError as err:
-        from mrl.train import remove_startup_files
-
-        remove_startup_files(run_dir)
+        output_dir = cfg.get("output_dir")
+        RunFolder(run_dir).remove_startup_files(keep=Path(output_dir) if output_dir else None)
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -8,7 +8,10 @@ int8 and binary are calibrated on a sample of training sentences (the first
 dim's calibrated [min, max] linearly onto [-128, 127] (values outside are clipped); binary keeps
 one bit per dim, whether the value is above the dim's calibrated median, and compares
 embeddings by the fraction of equal bits (1 - normalised Hamming distance). float16 is a cast.
-Every prefix is truncated first and quantized second, so one calibration serves all dims.
+Every prefix is truncated first and quantized second, so one calibration serves all dims; the
+float32 rows are `mrl.evaluation.spearman_by_dim`, the Spearman of training and eval.py.
+Data is read through `mrl.sources` ($MRL_DATA_DIR, else the Hub). The dims are `--dims`, else
+each model's eval dims (a run's own, else the pow2 dims of its width).
 Writes quantization.csv, quantization.md and quantization.png (x: bytes, log2 scale).
 """
 
@@ -17,9 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import math
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -31,6 +32,15 @@ from mrl.errors import ConfigError
 from mrl.results import png_bytes
 
 KINDS = ("float32", "float16", "int8", "binary")
+STSB_TEST = {
+    "hub_id": "sentence-transformers/stsb", "hub_split": "test", "local_file": "stsb/test.jsonl",
+    "columns": ("sentence1", "sentence2", "score"), "local_score_max": 5.0,
+}  # fmt: skip
+CALIBRATION = {  # the training triplets of conf/data/allnli.yaml; their anchors calibrate
+    "hub_id": "sentence-transformers/all-nli", "hub_subset": "triplet", "hub_split": "train",
+    "revision": "6de3c20ba0e589d3b5bb9b74bb4c2769fae9864f",
+    "local_file": "allnli/triplets-train.jsonl", "columns": ("anchor", "positive", "negative"),
+}  # fmt: skip
 
 
 def bytes_per_embedding(dim: int, kind: str) -> int:
@@ -90,18 +100,23 @@ def spearman_by_dim_and_kind(
     cal: Calibration,
     kinds: tuple[str, ...] = KINDS,
 ) -> list[dict]:
+    """One row per (kind, dim): bytes per embedding and STS Spearman of the stored prefixes."""
+    import torch
+
+    from mrl.evaluation import spearman_by_dim
+
     rows = []
     for kind in kinds:
-        for dim in dims:
-            sim = pair_similarity(left[:, :dim], right[:, :dim], kind, cal)
-            rows.append(
-                {
-                    "kind": kind,
-                    "dim": dim,
-                    "bytes": bytes_per_embedding(dim, kind),
-                    "spearman": float(spearmanr(sim, gold).statistic),
-                }
-            )
+        if kind == "float32":  # the one Spearman-at-every-dim of training and eval.py
+            scores = spearman_by_dim(torch.as_tensor(left), torch.as_tensor(right), gold, dims)
+        else:
+            scores = {
+                dim: float(spearmanr(pair_similarity(left[:, :dim], right[:, :dim], kind, cal),
+                                     gold).statistic)
+                for dim in dims
+            }  # fmt: skip
+        rows += [{"kind": kind, "dim": dim, "bytes": bytes_per_embedding(dim, kind),
+                  "spearman": scores[dim]} for dim in dims]  # fmt: skip
     return rows
 
 
@@ -131,10 +146,53 @@ def plot(curves: dict[str, list[dict]]) -> bytes:
     return png_bytes(fig)
 
 
+def evaluate_models(args, names: list[str]) -> dict[str, list[dict]]:
+    """Every model's rows (see `spearman_by_dim_and_kind`), each model encoded once."""
+    from mrl.models import embedding_width, load_model, model_eval_dims
+    from mrl.schedule import check_dims
+    from mrl.sources import Source, load_source
+
+    if args.calibration_size < 2:
+        raise ConfigError(f"--calibration-size={args.calibration_size} must be >= 2.")
+    pairs = load_source(Source(**STSB_TEST))
+    anchors = load_source(Source(**CALIBRATION))["anchor"]
+    sample = list(anchors[: args.calibration_size])
+    gold = np.array(pairs["score"])
+    curves = {}
+    for model_id, name in zip(args.models, names, strict=True):
+        with tempfile.TemporaryDirectory() as workdir:
+            model = load_model(model_id, None, False, Path(workdir))
+            width = embedding_width(model)
+            if args.dims is None:
+                dims = model_eval_dims(model_id, width)
+            else:
+                dims = check_dims(args.dims, width, "--dims")
+            left = model.encode(list(pairs["sentence1"]), batch_size=128)
+            right = model.encode(list(pairs["sentence2"]), batch_size=128)
+            cal = Calibration(model.encode(sample, batch_size=128))
+        curves[name] = spearman_by_dim_and_kind(left, right, gold, dims, cal)
+    return curves
+
+
+def markdown(curves: dict[str, list[dict]]) -> str:
+    """Models x storage kinds, one column per dim any model has ('-' where it lacks it)."""
+    dims = sorted({r["dim"] for rows in curves.values() for r in rows}, reverse=True)
+    md = ["| model | storage | " + " | ".join(f"{d} dims" for d in dims) + " |"]
+    md.append("|" + " --- |" * (len(dims) + 2))
+    for name, rows in curves.items():
+        for kind in KINDS:
+            by_dim = {r["dim"]: r for r in rows if r["kind"] == kind}
+            cells = [f"{by_dim[d]['spearman']:.4f} ({by_dim[d]['bytes']} B)" if d in by_dim
+                     else "-" for d in dims]  # fmt: skip
+            md.append(f"| {name} | {kind} | " + " | ".join(cells) + " |")
+    return "\n".join(md) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="STS-B Spearman vs bytes: truncation x storage.")
     parser.add_argument("models", nargs="+", help="Hub ids, model folders or run folders")
     parser.add_argument("--name", nargs="+", help="a short name per model for the table/plot")
+    parser.add_argument("--dims", type=int, nargs="+", help="default: each model's eval dims")
     parser.add_argument("--calibration-size", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=Path("outputs/quantization"))
     args = parser.parse_args(argv)
@@ -142,46 +200,26 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if len(names) != len(args.models):
             raise ConfigError(f"--name gives {len(names)} names for {len(args.models)} models.")
-        data_dir = os.environ.get("MRL_DATA_DIR")
-        if not data_dir:
-            raise ConfigError("set MRL_DATA_DIR (shared/data layout) for STS-B and calibration.")
-        data = Path(data_dir)
-        pairs = [json.loads(x) for x in (data / "stsb/test.jsonl").read_text().splitlines() if x]
-        triplets = (data / "allnli/triplets-train.jsonl").read_text().splitlines()
-        sample = [json.loads(x)["anchor"] for x in triplets[: args.calibration_size] if x]
-        from mrl.evaluate import load_model
-        from mrl.schedule import dims_from_rule
+        curves = evaluate_models(args, names)
+        from mrl.run_folder import write_atomic
 
-        curves = {}
-        for model_id, name in zip(args.models, names, strict=True):
-            with tempfile.TemporaryDirectory() as workdir:
-                model = load_model(model_id, None, False, Path(workdir))
-                left = model.encode([p["sentence1"] for p in pairs], batch_size=128)
-                right = model.encode([p["sentence2"] for p in pairs], batch_size=128)
-                cal = Calibration(model.encode(sample, batch_size=128))
-            dims = dims_from_rule(left.shape[1])
-            gold = np.array([p["score"] for p in pairs])
-            curves[name] = spearman_by_dim_and_kind(left, right, gold, dims, cal)
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"--out {args.out} cannot be made ({err.strerror}).") from None
+        table = io.StringIO()
+        writer = csv.writer(table)
+        writer.writerow(["model", "kind", "dim", "bytes", "spearman"])
+        for name, rows in curves.items():
+            writer.writerows([name, r["kind"], r["dim"], r["bytes"], r["spearman"]] for r in rows)
+        write_atomic(args.out / "quantization.csv", table.getvalue())
+        md = markdown(curves)
+        write_atomic(args.out / "quantization.md", md)
+        write_atomic(args.out / "quantization.png", plot(curves))
     except ConfigError as err:
-        sys.exit(f"error: {err}")
-    from mrl.results import write_atomic
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    table = io.StringIO()
-    writer = csv.writer(table)
-    writer.writerow(["model", "kind", "dim", "bytes", "spearman"])
-    for name, rows in curves.items():
-        writer.writerows([name, r["kind"], r["dim"], r["bytes"], r["spearman"]] for r in rows)
-    write_atomic(args.out / "quantization.csv", table.getvalue())
-    md = ["| model | storage | " + " | ".join(f"{d} dims" for d in dims) + " |"]
-    md.append("|" + " --- |" * (len(dims) + 2))
-    for name, rows in curves.items():
-        for kind in KINDS:
-            cells = [f"{r['spearman']:.4f} ({r['bytes']} B)" for r in rows if r["kind"] == kind]
-            md.append(f"| {name} | {kind} | " + " | ".join(cells) + " |")
-    write_atomic(args.out / "quantization.md", "\n".join(md) + "\n")
-    write_atomic(args.out / "quantization.png", plot(curves))
-    print("\n".join(md))
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(md, end="")
 
 
 if __name__ == "__main__":

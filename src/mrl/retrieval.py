@@ -6,13 +6,15 @@ A FAISS flat inner-product index over the first `d_small` dims (renormalised) sh
 documents per query; the shortlist is reranked by the full-width cosine and cut to 10. Funnels
 (e.g. 32 -> 64 -> 128 -> full) rerank stage by stage. Quality is measured against exact
 full-width search of the same model: recall@10 (share of the exact top 10 found) and nDCG@10
-(the exact top 10 as relevant documents); speed as queries/s over all queries, search and
-rerank included. MODEL is anything eval.py takes (Hub id, folder, run folder).
+(the exact top 10 as relevant documents; a corpus under 10 documents: all of them); speed as
+queries/s over all queries, search and rerank included. MODEL is anything eval.py takes (Hub
+id, folder, run folder); without --d-small / --funnel its three smallest eval dims are used.
 
-The default corpus comes from the local data ($MRL_DATA_DIR): queries are the anchors of the
-NLI dev triplets (allnli/triplets-dev.jsonl, not used in training); documents are their
+The default corpus is read through `mrl.sources` from $MRL_DATA_DIR: queries are the anchors of
+the NLI dev triplets (allnli/triplets-dev.jsonl, not used in training); documents are their
 entailed and contradicting hypotheses plus every distinct sentence of STS-B test and SICK-R
-test as distractors. `--queries` / `--corpus` take JSON Lines files with a `text` field instead.
+test as distractors. `--queries` / `--corpus` take JSON Lines files with a `text` field instead
+(e.g. BEIR's corpus.jsonl / queries.jsonl).
 """
 
 from __future__ import annotations
@@ -31,44 +33,73 @@ import numpy as np
 from mrl.errors import ConfigError
 
 FINAL_K = 10
+SHORTLIST_KS = (200, 100, 50)  # the default funnel's shortlists, stage by stage
+# the default corpus: NLI dev triplets (queries: anchors) and STS test sentences (distractors)
+TRIPLETS_DEV = {
+    "hub_id": "sentence-transformers/all-nli", "hub_subset": "triplet", "hub_split": "dev",
+    "local_file": "allnli/triplets-dev.jsonl", "columns": ("anchor", "positive", "negative"),
+}  # fmt: skip
+DISTRACTORS = (
+    {"hub_id": "sentence-transformers/stsb", "hub_split": "test", "local_file": "stsb/test.jsonl",
+     "columns": ("sentence1", "sentence2", "score"), "local_score_max": 5.0},
+    {"hub_id": "mteb/sickr-sts", "hub_split": "test", "local_file": "sts-extra/sickr-test.jsonl",
+     "columns": ("sentence1", "sentence2", "score"), "hub_score_max": 5.0,
+     "local_score_max": 5.0},
+)  # fmt: skip
 
 
 def read_texts(path: Path, field: str = "text") -> list[str]:
-    """The `field` of every line of a JSON Lines file, with a one-line error when there is none."""
+    """The `field` of every line of a JSON Lines file (e.g. a BEIR corpus or queries file),
+    with a one-line error naming the file and line when one cannot be read."""
     if not path.is_file():
         raise ConfigError(f"{path} does not exist; give a JSON Lines file with a {field!r} field.")
     texts = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)[field]
-        except (ValueError, KeyError, TypeError):
-            raise ConfigError(
-                f"{path} line {number} has no {field!r} field; fix the line."
-            ) from None
-        if isinstance(value, str) and value.strip():
-            texts.append(value)
+    with path.open("rb") as file:
+        for number, raw in enumerate(file, 1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise ConfigError(f"{path} line {number} is not UTF-8; re-encode it.") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                raise ConfigError(
+                    f"{path} line {number} is cut off or not JSON; fix or delete that line."
+                ) from None
+            if not isinstance(row, dict) or field not in row:
+                raise ConfigError(f"{path} line {number} has no {field!r} field; fix the line.")
+            value = row[field]
+            if value is not None and not isinstance(value, str):
+                bad = json.dumps(value)[:40]
+                raise ConfigError(f"{path} line {number}: {field!r} is {bad}, not a string.")
+            if value and value.strip():
+                texts.append(value)
     if not texts:
         raise ConfigError(f"{path} holds no texts (no non-empty {field!r}); give a non-empty file.")
     return texts
 
 
-def default_corpus(data_dir: Path) -> tuple[list[str], list[str]]:
-    """(queries, documents) from NLI dev triplets plus STS-B/SICK-R test sentences."""
-    triplets = data_dir / "allnli" / "triplets-dev.jsonl"
-    if not triplets.is_file():
+def default_corpus() -> tuple[list[str], list[str]]:
+    """(queries, documents) from NLI dev triplets plus STS-B/SICK-R test sentences, read through
+    the validated loader (`mrl.sources`) from $MRL_DATA_DIR, else the Hub; a distractor file
+    the mirror lacks is left out."""
+    from mrl.sources import Source, load_source
+
+    mirror = Path(os.environ["MRL_DATA_DIR"]) if os.environ.get("MRL_DATA_DIR") else None
+    triplets = mirror / TRIPLETS_DEV["local_file"] if mirror else None
+    if triplets is not None and not triplets.is_file():
         raise ConfigError(f"{triplets} is missing; set MRL_DATA_DIR to the shared/data layout.")
-    rows = [json.loads(line) for line in triplets.read_text().splitlines() if line.strip()]
-    queries = list(dict.fromkeys(r["anchor"] for r in rows))
-    docs = [r["positive"] for r in rows] + [r["negative"] for r in rows]
-    for name in ("stsb/test.jsonl", "sts-extra/sickr-test.jsonl"):
-        path = data_dir / name
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                if line.strip():
-                    pair = json.loads(line)
-                    docs += [pair["sentence1"], pair["sentence2"]]
+    rows = load_source(Source(**TRIPLETS_DEV))
+    queries = list(dict.fromkeys(rows["anchor"]))
+    docs = list(rows["positive"]) + list(rows["negative"])
+    for fields in DISTRACTORS:
+        if mirror is not None and not (mirror / fields["local_file"]).is_file():
+            continue
+        pairs = load_source(Source(**fields))
+        for first, second in zip(pairs["sentence1"], pairs["sentence2"], strict=True):
+            docs += [first, second]
     query_set = set(queries)
     return queries, [d for d in dict.fromkeys(docs) if d not in query_set]
 
@@ -80,12 +111,13 @@ def prefix(x: np.ndarray, dim: int) -> np.ndarray:
 
 
 def exact_search(queries: np.ndarray, docs: np.ndarray, k: int = FINAL_K) -> np.ndarray:
+    """The exact full-width top `k` (at most the whole corpus) of every query."""
     import faiss
 
     full = queries.shape[1]
     index = faiss.IndexFlatIP(full)
     index.add(prefix(docs, full))
-    return index.search(prefix(queries, full), k)[1]
+    return index.search(prefix(queries, full), min(k, len(docs)))[1]
 
 
 def funnel_search(
@@ -93,7 +125,8 @@ def funnel_search(
 ) -> np.ndarray:
     """FAISS shortlist of stages[0][1] docs on the first stages[0][0] dims; each later stage
     (dim, keep) reranks the survivors on `dim` dims and keeps `keep`; then the full width
-    picks the final `k`."""
+    picks the final `k`. Every shortlist is capped at the corpus size, so FAISS never pads
+    with -1."""
     import faiss
 
     first_dim, first_k = stages[0]
@@ -108,18 +141,28 @@ def funnel_search(
     return ids
 
 
+def _found(ids) -> list[int]:
+    """Document ids of one result row without FAISS's -1 padding (a corpus smaller than k)."""
+    return [int(i) for i in ids if i >= 0]
+
+
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
-    hits = [len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)]
+    """Share of each query's exact top-k found, averaged (a -1 pad is no document)."""
+    hits = []
+    for f, t in zip(found, truth, strict=True):
+        relevant = set(_found(t))
+        hits.append(len(set(_found(f)) & relevant) / len(relevant) if relevant else 1.0)
     return float(np.mean(hits))
 
 
 def ndcg_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     """Binary relevance: a document is relevant when exact full-width search ranks it top-k."""
-    ideal = sum(1 / math.log2(r + 2) for r in range(truth.shape[1]))
     values = []
     for f, t in zip(found, truth, strict=True):
-        relevant = set(t)
-        values.append(sum(1 / math.log2(r + 2) for r, i in enumerate(f) if i in relevant) / ideal)
+        relevant = set(_found(t))
+        ideal = sum(1 / math.log2(r + 2) for r in range(len(relevant)))
+        gain = sum(1 / math.log2(r + 2) for r, i in enumerate(_found(f)) if i in relevant)
+        values.append(gain / ideal if ideal else 1.0)
     return float(np.mean(values))
 
 
@@ -172,10 +215,43 @@ def markdown(rows: list[dict], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def parse_funnel(spec: str) -> list[tuple[int, int]]:
+    """`32:200,64:100` -> [(32, 200), (64, 100)], with a one-line error for anything else."""
+    try:
+        stages = [tuple(int(x) for x in stage.split(":")) for stage in spec.split(",")]
+    except ValueError:
+        stages = []
+    if not stages or any(len(s) != 2 or s[1] < 1 for s in stages):
+        raise ConfigError(
+            f"--funnel {spec!r} must be stages dim:shortlist joined by commas, each shortlist "
+            ">= 1, e.g. --funnel 32:200,64:100,128:50."
+        )
+    return stages
+
+
+def plan(model: str, width: int, d_small: list[int] | None, funnels: list | None):
+    """The shortlist dims and funnels, checked against the model's width. Not given: the three
+    smallest of the model's eval dims below its width (a run's own, else the pow2 dims: 32, 64,
+    128 for a 384-wide model), and one funnel through them (32:200 -> 64:100 -> 128:50)."""
+    from mrl.models import model_eval_dims
+    from mrl.schedule import check_dims
+
+    smallest = sorted(d for d in model_eval_dims(model, width) if d < width)[:3] or [width]
+    if d_small is None:
+        d_small = smallest
+    check_dims(d_small, width, "--d-small")
+    funnels = funnels or [list(zip(smallest, SHORTLIST_KS, strict=False))]
+    for stages in funnels:
+        check_dims([d for d, _ in stages], width, "--funnel")
+    return d_small, funnels
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Shortlist-then-rerank retrieval by prefix size.")
     parser.add_argument("model", help="Hub id, model folder or run folder")
-    parser.add_argument("--d-small", type=int, nargs="+", default=[32, 64, 128])
+    parser.add_argument(
+        "--d-small", type=int, nargs="+", help="shortlist dims (default: see mrl.retrieval.plan)"
+    )
     parser.add_argument("--k", type=int, nargs="+", default=[20, 50, 100])
     parser.add_argument(
         "--funnel", action="append", help="stages dim:k,... e.g. 32:200,64:100,128:50 (repeatable)"
@@ -190,39 +266,33 @@ def main(argv: list[str] | None = None) -> None:
             if not (args.corpus and args.queries):
                 raise ConfigError("--queries and --corpus go together; give both files.")
             queries, docs = read_texts(args.queries), read_texts(args.corpus)
+        elif not os.environ.get("MRL_DATA_DIR"):
+            raise ConfigError("set MRL_DATA_DIR (shared/data layout) or give --queries/--corpus.")
         else:
-            data_dir = os.environ.get("MRL_DATA_DIR")
-            if not data_dir:
-                raise ConfigError(
-                    "set MRL_DATA_DIR (shared/data layout) or give --queries/--corpus."
-                )
-            queries, docs = default_corpus(Path(data_dir))
-        funnels = [
-            [tuple(int(x) for x in stage.split(":")) for stage in spec.split(",")]
-            for spec in (args.funnel or ["32:200,64:100,128:50"])
-        ]
-        from mrl.evaluate import load_model
+            queries, docs = default_corpus()
+        funnels = [parse_funnel(spec) for spec in args.funnel] if args.funnel else None
+        if any(k < 1 for k in args.k):
+            raise ConfigError(f"--k {args.k} must all be >= 1 (shortlist sizes).")
+        from mrl.models import embedding_width, load_model
 
         with tempfile.TemporaryDirectory() as workdir:
             model = load_model(args.model, None, False, Path(workdir))
-            encode = lambda texts: model.encode(  # noqa: E731
-                texts, batch_size=args.batch_size, convert_to_numpy=True, show_progress_bar=True
-            )
-            q, d = encode(queries), encode(docs)
-        if max(s[0] for f in funnels for s in f) > q.shape[1] or max(args.d_small) > q.shape[1]:
-            raise ConfigError(f"--d-small/--funnel dims must be <= the model's width {q.shape[1]}.")
-    except ConfigError as err:
-        sys.exit(f"error: {err}")
-    rows = retrieval_table(q, d, args.d_small, args.k, funnels)
-    title = f"{args.model}: {len(queries)} queries, {len(docs)} documents"
-    table = markdown(rows, title)
-    print(table)
-    if args.out:
-        from mrl.results import write_atomic
+            d_small, funnels = plan(args.model, embedding_width(model), args.d_small, funnels)
+            how = {"batch_size": args.batch_size, "convert_to_numpy": True}
+            q, d = model.encode(queries, **how), model.encode(docs, **how)
+        rows = retrieval_table(q, d, d_small, args.k, funnels)
+        title = f"{args.model}: {len(queries)} queries, {len(docs)} documents"
+        table = markdown(rows, title)
+        print(table)
+        if args.out:
+            from mrl.run_folder import write_atomic
 
-        write_atomic(args.out, table)
-        payload = {"title": title, "rows": rows}
-        write_atomic(args.out.with_suffix(".json"), json.dumps(payload, indent=2))
+            write_atomic(args.out, table)
+            payload = {"title": title, "rows": rows}
+            write_atomic(args.out.with_suffix(".json"), json.dumps(payload, indent=2))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

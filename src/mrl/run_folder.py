@@ -225,13 +225,14 @@ class RunFolderBusy(ConfigError):
 
 
 def remove_empty_parents(folder: Path, keep: Path | None = None, levels: int = 4) -> None:
-    """Remove `folder` and up to `levels - 1` of its parents, each only while it is empty and
-    never `keep` or a folder above it."""
-    keep = Path(keep).resolve() if keep is not None else None
+    """Remove `folder` while it is empty, then its empty parents up to (not including) `keep`,
+    at most `levels` folders in all. Outside `keep` only `folder` itself may go."""
     folder = folder.resolve()
+    keep = Path(keep).resolve() if keep is not None else None
+    inside = keep is not None and keep in folder.parents
     with contextlib.suppress(OSError):
-        for _ in range(levels):
-            if keep is not None and (folder == keep or folder in keep.parents):
+        for _ in range(levels if inside else 1):
+            if folder == keep:
                 return
             folder.rmdir()
             folder = folder.parent

@@ -1,18 +1,24 @@
-"""eval.py: any encoder at every dim on STS-B, STS12-16 and SICK-R; bad models in one line."""
+"""eval.py: any encoder at every dim on STS-B, STS12-16 and SICK-R; bad models in one line; a
+folder per setting that changes the numbers; no training code (no wandb, no Lightning)."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from mrl.encoder import Encoder, load_tokenizer
+from mrl.encoder import Encoder, load_tokenizer, tiny_config
 from mrl.evaluation import spearman_by_dim
 from mrl.export import export_encoder
-from tests.conftest import CONF, call_task
+from mrl.results import load_results
+from tests.conftest import CONF, ROOT, call_task
 
 BENCHMARKS = ["stsb", "sts12", "sts13", "sts14", "sts15", "sts16", "sickr"]
+OLD_EVAL = ROOT / "experiments" / "results" / "evals" / "allnli_mrl_seed42_results.json"
 
 
 @pytest.fixture
@@ -41,14 +47,22 @@ def evaluate(overrides, run_dir: Path):
     return call_task(main, CONF / "evaluate", "evaluate", overrides, run_dir)
 
 
+def one_error_line(err: str, text: str) -> None:
+    """One `error: ` line holding `text`, no traceback (progress bars may come before it)."""
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and text in errors[0] and "Traceback" not in err, err
+    assert err.endswith(errors[0] + "\n"), err
+
+
 def test_every_benchmark_at_every_dim_matches_our_own_evaluation(sts_dir, tiny_model, tmp_path):
     folder, encoder, tokenizer = tiny_model
     run_dir = tmp_path / "eval"
     evaluate([f"model={folder}"], run_dir)
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["dims"] == [32, 16, 8, 4]
+    assert results["eval_dims"] == [32, 16, 8, 4] and results["schedule_dims"] == []
     assert list(results["benchmarks"]) == BENCHMARKS
-    assert results["test"] == results["benchmarks"]["stsb"]
+    assert results["test"] == results["benchmarks"]["stsb"] and results["test_benchmark"] == "stsb"
+    assert load_results(run_dir).benchmarks["sts12"][4] == results["benchmarks"]["sts12"]["4"]
     table = (run_dir / "benchmarks.md").read_text()
     assert all(f"| {b} |" in table for b in BENCHMARKS) and "| **mean** |" in table
     assert (run_dir / "curve.png").is_file() and (run_dir / "curve.csv").is_file()
@@ -75,6 +89,104 @@ def test_bad_models_and_dims_are_one_line(sts_dir, tiny_model, tmp_path, capsys)
         evaluate([f"model={empty}"], tmp_path / "e1")
     assert "holds no weights" in capsys.readouterr().err
     assert not (tmp_path / "e1").exists()
-    with pytest.raises(SystemExit):
-        evaluate([f"model={folder}", "dims=[64,8]"], tmp_path / "e2")
-    assert "must be between 1 and the model's width 32" in capsys.readouterr().err
+    bad_dims = {
+        "dims=[64,8]": "dims holds 64, larger than the backbone's hidden size 32",
+        "dims=32": "dims=32 must be a list of dimensions",
+        "dims=[a]": "dims holds 'a'; every entry must be a positive whole number",
+        "dims=[8,8]": "dims repeats [8]",
+    }
+    for i, (override, message) in enumerate(bad_dims.items()):
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate([f"model={folder}", override], tmp_path / f"d{i}")
+        assert exit_info.value.code == 2
+        one_error_line(capsys.readouterr().err, message)
+        assert not (tmp_path / f"d{i}").exists()
+
+
+def test_a_model_folder_without_tokenizer_files_is_refused(sts_dir, tmp_path, capsys):
+    from transformers import BertModel
+
+    folder = tmp_path / "bare-bert"
+    BertModel(tiny_config()).save_pretrained(folder)  # weights and config, no tokenizer
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate([f"model={folder}"], tmp_path / "e")
+    assert exit_info.value.code == 2
+    one_error_line(capsys.readouterr().err, f"model={str(folder)!r}: {folder} has no tokenizer")
+
+
+def test_each_setting_that_changes_the_numbers_gets_its_own_folder(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    import mrl.evaluate  # noqa: F401 (registers the folder resolvers)
+
+    monkeypatch.setenv("MRL_OUTPUT_DIR", str(tmp_path))
+
+    def folder(*overrides: str) -> str:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF / "evaluate"), version_base="1.3"):
+            cfg = compose(
+                "evaluate", overrides=["model=org/m", *overrides], return_hydra_config=True
+            )
+        HydraConfig.instance().set_config(cfg)
+        GlobalHydra.instance().clear()
+        return cfg.hydra.run.dir
+
+    base = folder()
+    assert base == f"{tmp_path}/evals/org_m"  # the folder of earlier versions
+    assert folder("batch_size=8", "device=cpu") == base  # no number changes
+    others = [
+        folder("dims=[32,8]"), folder("max_seq_length=16"), folder("~benchmarks.sts12"),
+        folder("benchmarks.stsb.local_file=other/test.jsonl"),
+    ]  # fmt: skip
+    assert len({base, *others}) == 5 and all(o.startswith(base + "/") for o in others)
+    assert "/" not in folder("benchmarks.stsb.local_file=a/b.jsonl")[len(base) + 1 :]
+
+
+def test_a_finished_folder_is_done_only_for_its_own_settings(sts_dir, tiny_model, tmp_path, capsys):
+    folder, _, _ = tiny_model
+    run_dir = tmp_path / "eval"
+    evaluate([f"model={folder}", "dims=[32,8]"], run_dir)
+    before = (run_dir / "results.json").read_text()
+    capsys.readouterr()
+    evaluate([f"model={folder}", "dims=[8,32]", "batch_size=4"], run_dir)  # the same numbers
+    assert "this evaluation is done" in capsys.readouterr().out
+    for override in ("dims=[32,16]", "max_seq_length=8", "~benchmarks.sts12"):
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate([f"model={folder}", "dims=[32,8]", override], run_dir)
+        assert exit_info.value.code == 2
+        one_error_line(capsys.readouterr().err, f"{run_dir} holds an evaluation with ")
+    assert (run_dir / "results.json").read_text() == before
+
+    # an evaluation written before the typed results (key `dims`) is still done, and still loads
+    old = tmp_path / "old"
+    old.mkdir()
+    shutil.copy(OLD_EVAL, old / "results.json")
+    model = json.loads(OLD_EVAL.read_text())["model"]
+    evaluate([f"model='{model}'"], old)
+    assert "this evaluation is done" in capsys.readouterr().out
+    assert load_results(old).eval_dims == [384, 256, 128, 64, 32]
+
+
+def _cli(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **env}
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_eval_py_names_no_logger_and_bad_dims_exit_2_without_traceback(
+    sts_dir, tiny_model, tmp_path
+):
+    folder, _, _ = tiny_model
+    env = {"MRL_OUTPUT_DIR": str(tmp_path / "out"), "MRL_DATA_DIR": str(sts_dir)}
+    bad = _cli(["eval.py", f"model={folder}", "dims=32"], env)
+    assert bad.returncode == 2
+    one_error_line(bad.stderr, "error: dims=32 must be a list")
+    good = _cli(["eval.py", f"model={folder}", "dims=[32,4]"], env)
+    assert good.returncode == 0, good.stderr
+    assert "| **mean** |" in good.stdout
+    assert not [line for line in (good.stdout + good.stderr).splitlines() if "wandb" in line]
+    assert not [line for line in (bad.stdout + bad.stderr).splitlines() if "wandb" in line]
+    assert list((tmp_path / "out" / "evals").rglob("results.json"))[0].parent.name == "dims=_32_4"

@@ -54,3 +54,42 @@ def test_float32_rows_equal_our_evaluation_and_storage_costs_little_on_good_data
     assert at32["float16"] == pytest.approx(at32["float32"], abs=1e-3)
     assert at32["float32"] - 0.05 < at32["int8"] <= at32["float32"] + 0.01
     assert 0.3 < at32["binary"] < at32["float32"]
+
+
+def test_main_uses_the_models_eval_dims_and_the_validated_loader(data_dir, tmp_path, capsys):
+    import torch
+
+    from mrl.encoder import Encoder, load_tokenizer
+    from mrl.export import export_encoder
+    from mrl.quantization import main
+    from mrl.results import RunResults
+
+    torch.manual_seed(0)
+    encoder, tokenizer = (
+        Encoder("mrl/tiny-random-bert").eval(),
+        load_tokenizer("mrl/tiny-random-bert"),
+    )
+    results = RunResults(experiment="x", run_dir="r", backbone="b", eval_dims=[32, 12, 4],
+                         test={32: 0.5, 12: 0.4, 4: 0.3})  # fmt: skip
+    ours = export_encoder(encoder, tokenizer, tmp_path / "ours", 32, "b", results)
+    foreign = export_encoder(encoder, tokenizer, tmp_path / "foreign", 32, "b")
+    out = tmp_path / "q"
+    main([str(ours), str(foreign), "--name", "ours", "foreign", "--out", str(out)])
+    md = (out / "quantization.md").read_text()
+    assert "| 32 dims | 16 dims | 12 dims | 8 dims | 4 dims |" in md  # the union of both
+    ours_f32 = next(line for line in md.splitlines() if line.startswith("| ours | float32 |"))
+    assert ours_f32.count(" - ") == 2  # 16 and 8 are not the run's dims
+    rows = (out / "quantization.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4 * (3 + 4) and (out / "quantization.png").is_file()
+    capsys.readouterr()
+    for args, message in [(["--dims", "64"], "--dims holds 64, larger than"),
+                          (["--calibration-size", "1"], "--calibration-size=1 must be >= 2")]:  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(ours), "--out", str(out), *args])
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert exit_info.value.code == 2 and len(errors) == 1 and message in errors[0], err
+    (data_dir / "stsb" / "test.jsonl").write_text('{"sentence1": "a", "sentence2": "b"}\n')
+    with pytest.raises(SystemExit):
+        main([str(ours), "--out", str(out)])
+    assert "test.jsonl line 1: field score is null" in capsys.readouterr().err

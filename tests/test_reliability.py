@@ -52,3 +52,16 @@ def test_checkpoint_on_a_full_disk_is_one_line_and_keeps_the_old_one(tmp_path, m
         io.save_checkpoint({"step": 2}, path)
     assert torch.load(path, weights_only=True)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_a_held_run_folder_lock_refuses_a_second_holder_and_is_released(tmp_path):
+    import os
+
+    from mrl.run_folder import RunFolder, RunFolderBusy
+
+    folder = RunFolder(tmp_path / "run")
+    busy = f"in use by another run \\(pid {os.getpid()}\\)"
+    with folder.locked(), pytest.raises(RunFolderBusy, match=busy), folder.locked():
+        pass
+    with folder.locked():  # released when the first holder ended
+        pass

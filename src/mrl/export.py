@@ -175,9 +175,9 @@ def export_run(run_dir: Path, out: Path | None = None, allow_earlier: bool = Fal
     from mrl.encoder import Encoder, load_tokenizer
 
     run = RunFolder(run_dir)
-    results = load_results(run.path)
-    if not run.last_ckpt.is_file():
+    if run.is_finished() and not run.last_ckpt.is_file():
         raise ConfigError(f"{run.path} has no checkpoints/last.ckpt to export the weights from.")
+    results = load_results(run.path)
     state = torch.load(run.last_ckpt, map_location="cpu", weights_only=True)
     note, step, final = None, state.get("global_step"), results.global_step
     if step != final:

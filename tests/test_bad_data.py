@@ -188,6 +188,7 @@ def test_out_of_range_score_names_the_range_and_first_bad_line(mirror):
     assert "bad/sts.jsonl has scores in [-1.0, 6.5], outside [0, 5.0] (first at line 3)" in str(
         err.value
     )
+    assert "set local_score_max to the file's scale" in str(err.value)  # names the config key
 
 
 def test_wrong_column_names_are_still_rejected_by_name(mirror):

@@ -56,6 +56,20 @@ def test_empty_corpus_and_missing_data_dir_are_one_line(tmp_path, monkeypatch, c
     assert "set MRL_DATA_DIR" in capsys.readouterr().err
 
 
+def test_bad_dims_and_models_are_one_line(tiny_model, tmp_path, capsys):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["a dog", "a cat"]))
+    for args, message in [(["--dims", "64"], "--dims holds 64, larger than"),
+                          (["--dims", "8", "8"], "--dims repeats [8]")]:  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(tiny_model), "--corpus", str(corpus), *args])
+        errors = [line for line in capsys.readouterr().err.splitlines() if "error: " in line]
+        assert exit_info.value.code == 2 and len(errors) == 1 and message in errors[0]
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "nothing-here"), "--corpus", str(corpus)])
+    assert exit_info.value.code == 2 and "nothing-here' is not a folder" in capsys.readouterr().err
+
+
 def _start(folder: Path, corpus: Path, cache: Path, log: Path) -> tuple[subprocess.Popen, str]:
     """Start the demo on a free port; return the process and its URL once it is serving."""
     command = [sys.executable, "-m", "mrl.demo", str(folder), "--corpus", str(corpus),

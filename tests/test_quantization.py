@@ -82,14 +82,19 @@ def test_main_uses_the_models_eval_dims_and_the_validated_loader(data_dir, tmp_p
     rows = (out / "quantization.csv").read_text().splitlines()
     assert len(rows) == 1 + 4 * (3 + 4) and (out / "quantization.png").is_file()
     capsys.readouterr()
-    for args, message in [(["--dims", "64"], "--dims holds 64, larger than"),
-                          (["--calibration-size", "1"], "--calibration-size=1 must be >= 2")]:  # fmt: skip
+    refused = [
+        (["--dims", "64"], "--dims holds 64, larger than"),
+        (["--calibration-size", "1"], "--calibration-size=1 must be >= 2"),
+    ]
+    for args, message in refused:
         with pytest.raises(SystemExit) as exit_info:
             main([str(ours), "--out", str(out), *args])
         err = capsys.readouterr().err
         errors = [line for line in err.splitlines() if line.startswith("error: ")]
         assert exit_info.value.code == 2 and len(errors) == 1 and message in errors[0], err
-    (data_dir / "stsb" / "test.jsonl").write_text('{"sentence1": "a", "sentence2": "b"}\n')
+    (data_dir / "stsb" / "test.jsonl").write_text(
+        '{"sentence1": "a", "sentence2": "b", "score": "x"}\n'
+    )
     with pytest.raises(SystemExit):
         main([str(ours), "--out", str(out)])
-    assert "test.jsonl line 1: field score is null" in capsys.readouterr().err
+    assert 'test.jsonl line 1: field score is "x", not a number' in capsys.readouterr().err

@@ -92,11 +92,11 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, launcher):
     last = proc.stderr.strip().splitlines()[-1]  # the sweep's summary: one line per failed job
     assert last.startswith("error: job ") and "/seed1/" in last
     assert "matryoshka.weights=bogus" in last  # the job folder
-    assert "failed: matryoshka.weights='bogus' is unknown" in last  # and its error
+    assert "failed: matryoshka.weights='bogus' must be null, one of uniform" in last  # its error
     sweep_dir = tmp_path / "out" / "sweeps" / "weights"
     failed = list(sweep_dir.rglob("failed.json"))
     assert len(failed) == 1 and "bogus" in str(failed[0].parent)
-    assert "is unknown" in json.loads(failed[0].read_text())["error"]
+    assert "must be null, one of uniform" in json.loads(failed[0].read_text())["error"]
     assert len(list(sweep_dir.rglob("results.json"))) == 1  # the job after it still ran
     runs, groups, _ = collect([sweep_dir])
     assert sorted(r.status for r in runs) == ["failed", "finished"]

@@ -147,6 +147,7 @@ def test_cli_bad_input_exits_nonzero_without_traceback(data_dir, tmp_path):
     assert too_big.returncode == 2 and "Traceback" not in too_big.stderr
     assert too_big.stderr.strip().splitlines()[-1].startswith("error: matryoshka.dims holds 999")
     assert not list((tmp_path / "out").rglob("*.yaml"))  # no half-made run folder
+    assert not (tmp_path / "out" / "runs").exists()  # nor the empty folders above it
 
 
 def test_cached_mode_trains_with_a_random_subset_of_dims(data_dir, run_main, tmp_path):

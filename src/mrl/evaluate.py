@@ -86,6 +86,12 @@ def _settings(config: dict) -> dict:
     return values
 
 
+def _short(value) -> str:
+    """A setting for a one-line message: a benchmarks map by its names, at most 60 chars."""
+    text = str(list(value) if isinstance(value, dict) else value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def finished(run_dir: Path, config: dict) -> RunResults | None:
     """The earlier results in `run_dir` if they are of these settings, None if there are none;
     ConfigError if the folder holds an evaluation of other settings."""
@@ -96,8 +102,10 @@ def finished(run_dir: Path, config: dict) -> RunResults | None:
     stored, wanted = _settings(done.config), _settings(config)
     for key, value in wanted.items():
         if key in done.config and stored[key] != value:
+            then, now = _short(done.config[key]), _short(config.get(key))
+            detail = f"{key}={then}, not {now}" if then != now else f"other {key} settings"
             raise ConfigError(
-                f"{run_dir} holds an evaluation with {key}={stored[key]}, not {value}; delete "
+                f"{run_dir} holds an evaluation with {detail}; delete "
                 f"{run.results} to re-run it there, or leave hydra.run.dir unset (each setting "
                 "gets its own folder)."
             )

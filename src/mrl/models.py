@@ -53,15 +53,20 @@ def model_folder(model: str, workdir: Path) -> Path | None:
             path = export_run(path, Path(workdir) / EXPORT_DIR)
     elif not path.is_dir():
         resolved = resolve_backbone(model)
-        if resolved == model:
-            if not hub_reachable():
-                raise ConfigError(
-                    f"model={model!r} is neither a local folder nor reachable on the Hub; "
-                    f"{MIRROR_HINT} (MRL_MODEL_DIR must hold a folder named "
-                    f"{model.split('/')[-1]!r})."
-                )
+        if resolved != model:  # $MRL_MODEL_DIR/<name>
+            path = Path(resolved)
+        elif path.is_absolute() or model.startswith(".") or model.count("/") > 1 or path.exists():
+            raise ConfigError(  # a path, not a Hub id (org/name)
+                f"model={model!r} is not a folder; give a run folder, a model folder or a Hub "
+                "id (org/name)."
+            )
+        elif not hub_reachable():
+            raise ConfigError(
+                f"model={model!r} is neither a local folder nor reachable on the Hub; "
+                f"{MIRROR_HINT} (MRL_MODEL_DIR must hold a folder named {model.split('/')[-1]!r})."
+            )
+        else:
             return None
-        path = Path(resolved)
     if not _has(path, WEIGHT_FILES):
         raise ConfigError(
             f"model={model!r}: {path} holds no weights ({', '.join(WEIGHT_FILES[:2])}); "

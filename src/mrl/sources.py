@@ -101,7 +101,8 @@ def load_source(source: Source) -> datasets.Dataset:
         )
     ds = ds.select_columns(list(source.columns))
     if "score" in source.columns:
-        ds = _rescaled_scores(ds, origin, where, score_max)
+        key = "local_score_max" if mirror else "hub_score_max"
+        ds = _rescaled_scores(ds, origin, where, score_max, key)
     return _drop_bad_rows(ds, origin, source.text_columns, "score" not in source.columns)
 
 
@@ -165,7 +166,7 @@ def _field_problem(column: str, value) -> str | None:
     return None
 
 
-def _rescaled_scores(ds: datasets.Dataset, origin: str, where, score_max: float):
+def _rescaled_scores(ds: datasets.Dataset, origin: str, where, score_max: float, key: str):
     """Scores divided by `score_max`; ConfigError at the first non-number or out-of-range one."""
     scores = ds.with_format("arrow")["score"].to_pylist()
     for i, score in enumerate(scores):
@@ -176,8 +177,8 @@ def _rescaled_scores(ds: datasets.Dataset, origin: str, where, score_max: float)
     if bad:
         raise ConfigError(
             f"{origin} has scores in [{float(min(scores))}, {float(max(scores))}], outside "
-            f"[0, {score_max}] (first at {where(bad[0])}); set the data config's score_max "
-            "to the file's scale."
+            f"[0, {score_max}] (first at {where(bad[0])}); set {key} to the file's scale in "
+            f"the config that names this file (e.g. data.train.{key}=5 or eval.test.{key}=5)."
         )
     return ds.map(lambda row: {"score": float(row["score"]) / score_max})
 

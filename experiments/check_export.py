@@ -12,7 +12,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from mrl.encoder import Encoder, load_tokenizer
-from mrl.evaluation import spearman_by_dim
+from mrl.metrics import spearman_by_dim
 from mrl.export import model_hparams
 from mrl.quantization import STSB_TEST
 from mrl.run_folder import RunFolder

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mrl.encoder import Encoder, load_tokenizer, tiny_config
-from mrl.evaluation import spearman_by_dim
 from mrl.export import export_encoder
+from mrl.metrics import spearman_by_dim
 from mrl.results import load_results
 from tests.conftest import CONF, ROOT, call_task
 
@@ -190,3 +192,51 @@ def test_eval_py_names_no_logger_and_bad_dims_exit_2_without_traceback(
     assert not [line for line in (good.stdout + good.stderr).splitlines() if "wandb" in line]
     assert not [line for line in (bad.stdout + bad.stderr).splitlines() if "wandb" in line]
     assert list((tmp_path / "out" / "evals").rglob("results.json"))[0].parent.name == "dims=_32_4"
+
+
+# ---- the eval.py config fuzz: wrong types, signs, sizes and shapes for every option ----
+
+_FUZZ_MODEL: list[Path] = []
+
+
+def _fuzz_model(tmp_path_factory) -> Path:
+    """One tiny exported model for every fuzz example."""
+    if not _FUZZ_MODEL:
+        torch.manual_seed(0)
+        encoder = Encoder("mrl/tiny-random-bert").eval()
+        out = tmp_path_factory.mktemp("fuzz-model") / "model"
+        export_encoder(encoder, load_tokenizer("mrl/tiny-random-bert"), out, 32, "mrl/tiny")
+        _FUZZ_MODEL.append(out)
+    return _FUZZ_MODEL[0]
+
+
+EVAL_OPTIONS = ["dims", "batch_size", "max_seq_length", "device", "trust_remote_code"]
+EVAL_VALUES = [
+    "0", "-1", "2.5", "abc", "[]", "[a]", "[0]", "[-8]", "[64,64]", "[9999]", "32",
+    "[32,8]", "true", "null", "1000000000000", "[1.5]", "''",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(option=st.sampled_from(EVAL_OPTIONS), value=st.sampled_from(EVAL_VALUES))
+def test_eval_config_fuzz_runs_or_stops_in_one_line(sts_dir, tmp_path_factory, option, value):
+    """Each value either evaluates the tiny model or stops with exit 2 and one error line,
+    never a traceback, leaving no eval folder behind when it stops."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    folder = _fuzz_model(tmp_path_factory)
+    run_dir = tmp_path_factory.mktemp("evals") / "run"
+    err = io.StringIO()
+    try:
+        with redirect_stderr(err), redirect_stdout(io.StringIO()):
+            evaluate([f"model={folder}", f"{option}={value}"], run_dir)
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    lines = err.getvalue().strip().splitlines()
+    assert code in (0, 2), f"{option}={value}: exit {code}: {lines[-5:]}"
+    if code == 2:
+        assert len([x for x in lines if x.startswith("error:")]) == 1, f"{option}={value}: {lines}"
+        assert not run_dir.exists(), f"{option}={value} left {run_dir}"

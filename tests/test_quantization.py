@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mrl.evaluation import spearman_by_dim
+from mrl.metrics import spearman_by_dim
 from mrl.quantization import (
     Calibration,
     bytes_per_embedding,

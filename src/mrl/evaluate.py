@@ -23,8 +23,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from mrl.errors import ConfigError
-from mrl.evaluation import spearman_by_dim
-from mrl.models import embedding_width, load_model, model_eval_dims, slug
+from mrl.metrics import spearman_by_dim
+from mrl.models import check_device, embedding_width, load_model, model_eval_dims, slug
 from mrl.redact import redact
 from mrl.results import RunResults, load_results, write_run_outputs
 from mrl.run_folder import RunFolder, write_atomic
@@ -122,6 +122,9 @@ def check_settings(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r} must be a whole number >= 1, e.g. {key}=128.")
     if not cfg.benchmarks:
         raise ConfigError("benchmarks is empty; give at least one, e.g. benchmarks=sts.")
+    check_device(cfg.device)
+    if not isinstance(cfg.trust_remote_code, bool):
+        raise ConfigError(f"trust_remote_code={cfg.trust_remote_code!r} must be true or false.")
 
 
 def run(cfg: DictConfig, run_dir: Path) -> RunResults:

@@ -81,6 +81,24 @@ def model_folder(model: str, workdir: Path) -> Path | None:
     return path
 
 
+def check_device(device, option: str = "device") -> str | None:
+    """null (cuda if available, else cpu), cpu, cuda or cuda:N of a visible GPU; one line else."""
+    import torch
+
+    if device is None:
+        return None
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?|mps", device):
+        raise ConfigError(f"{option}={device!r} must be null, cpu, cuda or cuda:N.")
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"{option}={device} but this machine has {torch.cuda.device_count()} visible "
+                "GPU(s); use device=cpu or device=null."
+            )
+    return device
+
+
 def load_model(model: str, device: str | None, trust_remote_code: bool, workdir: Path):
     """A SentenceTransformer for a run folder, a model folder or a Hub id (with one-line errors).
 
@@ -88,6 +106,7 @@ def load_model(model: str, device: str | None, trust_remote_code: bool, workdir:
     """
     from sentence_transformers import SentenceTransformer
 
+    device = check_device(device)
     folder = model_folder(model, workdir)
     source = str(folder) if folder is not None else model
     try:

@@ -9,7 +9,7 @@ dim's calibrated [min, max] linearly onto [-128, 127] (values outside are clippe
 one bit per dim, whether the value is above the dim's calibrated median, and compares
 embeddings by the fraction of equal bits (1 - normalised Hamming distance). float16 is a cast.
 Every prefix is truncated first and quantized second, so one calibration serves all dims; the
-float32 rows are `mrl.evaluation.spearman_by_dim`, the Spearman of training and eval.py.
+float32 rows are `mrl.metrics.spearman_by_dim`, the Spearman of training and eval.py.
 Data is read through `mrl.sources` ($MRL_DATA_DIR, else the Hub). The dims are `--dims`, else
 each model's eval dims (a run's own, else the pow2 dims of its width).
 Writes quantization.csv, quantization.md and quantization.png (x: bytes, log2 scale).
@@ -103,7 +103,7 @@ def spearman_by_dim_and_kind(
     """One row per (kind, dim): bytes per embedding and STS Spearman of the stored prefixes."""
     import torch
 
-    from mrl.evaluation import spearman_by_dim
+    from mrl.metrics import spearman_by_dim
 
     rows = []
     for kind in kinds:

@@ -3,7 +3,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from mrl.evaluation import retention, spearman_by_dim
+from mrl.metrics import retention, spearman_by_dim
 
 
 def test_spearman_by_dim_equals_scipy_on_a_hand_made_example():

@@ -12,8 +12,8 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from mrl.encoder import Encoder, load_tokenizer
-from mrl.metrics import spearman_by_dim
 from mrl.export import model_hparams
+from mrl.metrics import spearman_by_dim
 from mrl.quantization import STSB_TEST
 from mrl.run_folder import RunFolder
 from mrl.sources import Source, load_source

@@ -11,8 +11,8 @@ from transformers import get_linear_schedule_with_warmup
 from mrl.cached import cached_step
 from mrl.encoder import Encoder, backbone_hidden_size
 from mrl.errors import ConfigError
-from mrl.metrics import retention, spearman_by_dim
 from mrl.matryoshka import GlobalBatch, MatryoshkaLoss
+from mrl.metrics import retention, spearman_by_dim
 from mrl.schedule import check_n_dims_per_step, eval_dims, resolve_dims, resolve_weights
 
 

@@ -182,12 +182,14 @@ class Run:
 
 
 def build(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Run:
-    """Check the whole config, then make the module, data module (data checked and tokenized)
-    and trainer of one run in `run_dir`. Any bad input is one ConfigError before training."""
+    """Check the whole config, seed, then make the module, data module (data checked and
+    tokenized) and trainer of one run in `run_dir`. Bad input is one ConfigError before any
+    of them is made."""
     folder = RunFolder(run_dir)
     trainer_kwargs = trainer_args(cfg)
     check_config(cfg, trainer_kwargs, folder)
     ckpt_path = folder.resume_checkpoint(cfg.ckpt_path)
+    L.seed_everything(cfg.seed, workers=True)  # before the module: a random-init backbone
     module = build_module(cfg)
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")  # checks the data files before anything is written

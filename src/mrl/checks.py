@@ -122,7 +122,7 @@ def n_dims_per_step(value):
 
 
 OPTIONS: dict[str, Callable] = {
-    "seed": whole(0),
+    "seed": whole(0, 2**32 - 1),
     "model.pooling": one_of(*POOLINGS),
     "model.chunk_size": chunk_size,
     "model.compile": boolean,

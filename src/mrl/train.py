@@ -90,7 +90,6 @@ def run(cfg: DictConfig, folder: RunFolder, overrides: list[str]) -> RunResults 
         log.info("%s exists: this run is finished, nothing to do (delete it to re-run).", folder)
         return load_results(folder.path)
     refuse_secret_overrides(overrides)
-    L.seed_everything(cfg.seed, workers=True)
     compare = (
         [load_results(cfg.eval.compare_to, "eval.compare_to")] if cfg.eval.compare_to else None
     )

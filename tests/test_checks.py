@@ -44,6 +44,8 @@ def _fails_in_one_line(run_main, run_dir, overrides, capsys) -> str:
         ("model.backbone=/does/not/exist", "model.backbone='/does/not/exist' does not exist"),
         ("matryoshka.dims=[16,8]", "lacks the full width 32"),
         ("loss.name=nope", "loss.name='nope' is unknown; use one of mnrl"),
+        # a sweeper must never select on test
+        ("optimized_metric=test/spearman@32", "must be a validation quantity"),
     ],
 )
 def test_bad_option_is_one_line_before_any_work(

@@ -21,3 +21,13 @@ def test_spearman_by_dim_equals_scipy_on_a_hand_made_example():
 
 def test_retention_is_relative_to_the_largest_dim():
     assert retention({64: 0.8, 32: 0.6, 16: 0.4}) == pytest.approx({64: 1.0, 32: 0.75, 16: 0.5})
+
+
+def test_mean_over_log2_dims_weighs_every_halving_the_same():
+    from mrl.metrics import mean_over_log2_dims
+
+    # 32 -> 64 -> 128: two halvings of equal weight; trapezoids give (0.5 + 0.6)/2, (0.6 + 0.9)/2
+    assert mean_over_log2_dims({32: 0.5, 64: 0.6, 128: 0.9}) == pytest.approx((0.55 + 0.75) / 2)
+    assert mean_over_log2_dims({64: 0.7}) == 0.7
+    # a flat curve is its own mean, whatever the spacing
+    assert mean_over_log2_dims({384: 0.8, 256: 0.8, 32: 0.8}) == pytest.approx(0.8)

@@ -202,3 +202,28 @@ def build(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Run:
         default_root_dir=run_dir,
     )
     return Run(module, datamodule, trainer, stop_on_signal, ckpt_path)
+
+
+def plan_text(cfg: DictConfig, run: Run, folder: RunFolder) -> str:
+    """What `+plan=true` shows: the resolved schedule, steps and batch, without training."""
+    m, t, n = run.module, cfg.trainer, cfg.matryoshka.n_dims_per_step
+    per_epoch = len(run.datamodule.train_dataloader())
+    steps = per_epoch * t.max_epochs // t.accumulate_grad_batches if t.max_epochs > 0 else None
+    if t.max_steps != -1:
+        steps = t.max_steps if steps is None else min(steps, t.max_steps)
+    world = (t.devices if isinstance(t.devices, int) and t.devices > 0 else 1) * t.num_nodes
+    lines = [
+        f"experiment       {cfg.exp_name} (seed {cfg.seed})",
+        f"backbone         {cfg.model.backbone}",
+        f"loss             matryoshka({cfg.loss.name}), scale {cfg.loss.scale}",
+        f"schedule dims    {m.schedule_dims}",
+        f"weights          {[round(w, 4) for w in m.weights]}",
+        f"trained dims     {m.train_dims}" + (f", {n} per step" if n else ""),
+        f"eval dims        {m.eval_dims}",
+        f"steps            {steps} ({per_epoch} batches per epoch, {t.max_epochs} epoch(s))",
+        f"effective batch  {cfg.data.batch_size * t.accumulate_grad_batches} rows over {world} "
+        "process(es)",
+        f"resume from      {run.ckpt_path or 'nothing (fresh run)'}",
+        f"run folder       {folder.path}",
+    ]
+    return "\n".join(lines)

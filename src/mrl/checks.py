@@ -9,7 +9,7 @@ config and tokenizer; no data, no weights, no folder beyond what Hydra made.
 from __future__ import annotations
 
 import math
-import tempfile
+import re
 from collections.abc import Callable
 
 import torch
@@ -174,6 +174,20 @@ OPTIONS: dict[str, Callable] = {
 }
 
 
+def optimized_metric(value):
+    if isinstance(value, str) and (
+        value == "val/spearman_mean_log2" or re.fullmatch(r"val/spearman@[1-9]\d*", value)
+    ):
+        return None
+    return (
+        "must be a validation quantity: val/spearman_mean_log2 or val/spearman@<dim> "
+        "(selecting on test would tune on the test set)"
+    )
+
+
+OPTIONS["optimized_metric"] = optimized_metric
+
+
 def check_options(cfg: DictConfig) -> None:
     """Type and range of every option in OPTIONS (a missing key is Hydra's business)."""
     for key, check in OPTIONS.items():
@@ -268,22 +282,9 @@ def check_combinations(cfg: DictConfig, trainer: dict) -> None:
         )
 
 
-def check_writable(folder: RunFolder) -> None:
-    """The run folder, its checkpoints folder and the system temp folder accept files."""
-    folder.check_writable()
-    try:
-        with tempfile.TemporaryFile():
-            pass
-    except OSError as err:
-        raise ConfigError(
-            f"the temp folder {tempfile.gettempdir()} is not writable ({err.strerror}); "
-            "set TMPDIR to a writable folder."
-        ) from None
-
-
 def check_config(cfg: DictConfig, trainer: dict, folder: RunFolder) -> None:
     """The whole check pass: options, combinations, backbone, writable folders."""
     check_options(cfg)
     check_combinations(cfg, trainer)
     check_backbone(cfg.model.backbone, cfg.model.trust_remote_code)
-    check_writable(folder)
+    folder.check_writable()

@@ -1,4 +1,5 @@
-"""Per-dimension STS evaluation: Spearman of prefix cosine similarity, from one encode.
+"""Per-dimension STS evaluation: Spearman of prefix cosine similarity, from one encode, and
+the one-number summaries of a curve (retention, the mean over log2 dims).
 
 Plain torch / numpy / scipy: training validation, test, and any later evaluation script call
 `spearman_by_dim` on embeddings they computed once at full width.
@@ -6,6 +7,7 @@ Plain torch / numpy / scipy: training validation, test, and any later evaluation
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -35,3 +37,17 @@ def retention(scores: dict[int, float]) -> dict[int, float]:
     """Each dim's score divided by the score at the largest dim (1.0 at full width)."""
     full = scores[max(scores)]
     return {dim: score / full for dim, score in scores.items()}
+
+
+def mean_over_log2_dims(scores: dict[int, float]) -> float:
+    """The curve's mean height on a log2(dim) axis (trapezoids): every halving of the width
+    counts the same, so the small prefixes MRL is for weigh as much as the large ones.
+    This is the default model-selection objective (`optimized_metric`) on validation."""
+    xs = sorted(scores)
+    if len(xs) == 1:
+        return scores[xs[0]]
+    area = sum(
+        (math.log2(b) - math.log2(a)) * (scores[a] + scores[b]) / 2
+        for a, b in zip(xs, xs[1:], strict=False)
+    )
+    return area / (math.log2(xs[-1]) - math.log2(xs[0]))

@@ -12,7 +12,7 @@ from mrl.cached import cached_step
 from mrl.encoder import Encoder, backbone_hidden_size
 from mrl.errors import ConfigError
 from mrl.matryoshka import GlobalBatch, MatryoshkaLoss
-from mrl.metrics import retention, spearman_by_dim
+from mrl.metrics import mean_over_log2_dims, retention, spearman_by_dim
 from mrl.schedule import check_n_dims_per_step, eval_dims, resolve_dims, resolve_weights
 
 
@@ -222,6 +222,8 @@ class MatryoshkaModule(L.LightningModule):
             self.log(f"{prefix}/spearman@{dim}", value, sync_dist=True)
         for dim, value in retention(spearman).items():
             self.log(f"{prefix}/retention@{dim}", value, sync_dist=True)
+        mean = mean_over_log2_dims(spearman)  # the default model-selection objective
+        self.log(f"{prefix}/spearman_mean_log2", mean, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 from mrl.errors import ConfigError
+from mrl.metrics import mean_over_log2_dims
 from mrl.report_runs import Run
 from mrl.run_folder import RESULTS
 
@@ -42,15 +43,8 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def area_under_curve(scores: dict[int, float], dims: list[int]) -> float:
-    """Mean Spearman over the log2(dim) axis (trapezoids), so every halving counts the same."""
-    xs = sorted(dims)
-    if len(xs) == 1:
-        return scores[xs[0]]
-    area = sum(
-        (math.log2(b) - math.log2(a)) * (scores[a] + scores[b]) / 2
-        for a, b in zip(xs, xs[1:], strict=False)
-    )
-    return area / (math.log2(xs[-1]) - math.log2(xs[0]))
+    """Mean Spearman over the log2(dim) axis at `dims` (see `metrics.mean_over_log2_dims`)."""
+    return mean_over_log2_dims({d: scores[d] for d in dims})
 
 
 def common_dims(runs: list[Run]) -> list[int]:

@@ -166,8 +166,8 @@ class RunFolder:
         return ckpt_path
 
     def check_writable(self) -> None:
-        """One line now, rather than a traceback at the first checkpoint, if the run folder or
-        its checkpoints folder cannot be written to."""
+        """One line now, rather than a traceback at the first checkpoint, if the run folder,
+        its checkpoints folder or the system temp folder cannot be written to."""
         for folder in (self.path, self.checkpoints):
             probe_dir = folder if folder.is_dir() else folder.parent
             try:
@@ -179,6 +179,14 @@ class RunFolder:
                     f"the run folder {folder} is not writable ({os.strerror(err.errno or 0)}); "
                     "fix its permissions or set paths.output_dir (MRL_OUTPUT_DIR) elsewhere."
                 ) from None
+        try:
+            with tempfile.TemporaryFile():
+                pass
+        except OSError as err:
+            raise ConfigError(
+                f"the temp folder {tempfile.gettempdir()} is not writable ({err.strerror}); "
+                "set TMPDIR to a writable folder."
+            ) from None
 
     @contextlib.contextmanager
     def locked(self):

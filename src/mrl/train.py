@@ -22,9 +22,10 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from mrl.build import Run, build
+from mrl.build import Run, build, plan_text
 from mrl.errors import ConfigError
 from mrl.export import export_encoder
+from mrl.metrics import mean_over_log2_dims
 from mrl.module import NonFiniteLoss
 from mrl.redact import redact, refuse_secret_overrides
 from mrl.results import RunResults, curve_rows, load_results, summary_table, write_run_outputs
@@ -59,31 +60,6 @@ def untrained_scores(cfg: DictConfig, run: Run, folder: RunFolder) -> dict[int, 
     return scores
 
 
-def print_plan(cfg: DictConfig, run: Run, folder: RunFolder) -> None:
-    """What `+plan=true` shows: the resolved schedule, steps and batch, without training."""
-    m, t, n = run.module, cfg.trainer, cfg.matryoshka.n_dims_per_step
-    per_epoch = len(run.datamodule.train_dataloader())
-    steps = per_epoch * t.max_epochs // t.accumulate_grad_batches if t.max_epochs > 0 else None
-    if t.max_steps != -1:
-        steps = t.max_steps if steps is None else min(steps, t.max_steps)
-    world = (t.devices if isinstance(t.devices, int) and t.devices > 0 else 1) * t.num_nodes
-    lines = [
-        f"experiment       {cfg.exp_name} (seed {cfg.seed})",
-        f"backbone         {cfg.model.backbone}",
-        f"loss             matryoshka({cfg.loss.name}), scale {cfg.loss.scale}",
-        f"schedule dims    {m.schedule_dims}",
-        f"weights          {[round(w, 4) for w in m.weights]}",
-        f"trained dims     {m.train_dims}" + (f", {n} per step" if n else ""),
-        f"eval dims        {m.eval_dims}",
-        f"steps            {steps} ({per_epoch} batches per epoch, {t.max_epochs} epoch(s))",
-        f"effective batch  {cfg.data.batch_size * t.accumulate_grad_batches} rows over {world} "
-        "process(es)",
-        f"resume from      {run.ckpt_path or 'nothing (fresh run)'}",
-        f"run folder       {folder.path}",
-    ]
-    print("\n".join(lines))
-
-
 def run(cfg: DictConfig, folder: RunFolder, overrides: list[str]) -> RunResults | None:
     """Train and evaluate one configuration; returns its results (None: stopped or planned)."""
     if folder.is_finished():
@@ -96,7 +72,7 @@ def run(cfg: DictConfig, folder: RunFolder, overrides: list[str]) -> RunResults 
     run = build(cfg, folder.path, overrides)
     module, trainer = run.module, run.trainer
     if cfg.get("plan"):
-        print_plan(cfg, run, folder)
+        print(plan_text(cfg, run, folder))
         return None
     log.info(
         "dims %s, trained %s, weights %s", module.schedule_dims, module.train_dims, module.weights
@@ -181,6 +157,18 @@ def log_curve_to_wandb(trainer: L.Trainer, results: RunResults) -> None:
             )
 
 
+def objective(results: RunResults, metric: str) -> float:
+    """The value of `optimized_metric` (validation only, checked in mrl.checks) for a sweeper."""
+    if metric == "val/spearman_mean_log2":
+        return mean_over_log2_dims(results.validation)
+    dim = int(metric.removeprefix("val/spearman@"))
+    if dim not in results.validation:
+        raise ConfigError(
+            f"optimized_metric={metric} names no eval dim of this run ({results.eval_dims})."
+        )
+    return results.validation[dim]
+
+
 def holds_the_lock() -> bool:
     """Only the launching process locks the run folder: DDP workers (Lightning's, torchrun's,
     SLURM's) of rank > 0 run inside the lock of rank 0."""
@@ -190,7 +178,7 @@ def holds_the_lock() -> bool:
 
 def main(cfg: DictConfig) -> float | None:
     """Hydra task: runs `run` under the run folder's lock, turns bad input into one line,
-    always closes wandb. Returns the full-width test Spearman for a Hydra sweeper."""
+    always closes wandb. Returns `optimized_metric` (a validation score) for a sweeper."""
     import transformers
 
     transformers.logging.set_verbosity_error()
@@ -209,7 +197,7 @@ def main(cfg: DictConfig) -> float | None:
                 results = run(cfg, folder, overrides)
                 if cfg.get("plan"):
                     folder.remove_startup_files(keep=output_root)
-            return results.test[results.full_dim] if results else None
+            return objective(results, cfg.optimized_metric) if results else None
         except RunFolderBusy as err:  # the other run's files are not ours to clean
             failure = (str(err), 2)
         except ConfigError as err:

@@ -1,16 +1,23 @@
 """A run exported as a sentence-transformers folder loads with no code of ours, embeds alike,
-quietly (no "newly initialized" pooler), readable by colleagues (plain modes)."""
+quietly (no "newly initialized" pooler), readable by colleagues (plain modes); its model card
+is valid Hub metadata with a result per dim; --push-to-hub uploads it (Hub mocked), and
+offline it stops in one line."""
 
 import json
 import logging
 import os
 import stat
+from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import HfApi, ModelCard, metadata_load
+from huggingface_hub.errors import LocalTokenNotFoundError
+from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from mrl.export import EXPORT_DIR, export_encoder, main, model_card, model_hparams
-from mrl.results import load_results
+from mrl.hub import hub_reachable
+from mrl.results import RunResults, load_results
 from tests.conftest import FAST, ROOT
 
 TEXTS = ["A dog runs in the park.", "A child sings.", "A man reads at home near the river."]
@@ -55,6 +62,7 @@ def test_export_round_trip_with_truncate_dim(data_dir, run_main, tmp_path, capsy
     assert f"| 4 | {results['test']['4']:.4f} |" in card and "## Training config" in card
     eval_dims = results.get("eval_dims", results.get("dims"))
     assert json.loads((folder / "mrl.json").read_text())["eval_dims"] == eval_dims
+    assert_valid_card(folder / "README.md", {int(d): v for d, v in results["test"].items()})
     ours = our_embeddings(run_dir, TEXTS)
     full = SentenceTransformer(str(folder), device="cpu")
     assert full.max_seq_length == 32
@@ -164,7 +172,170 @@ def test_hparams_of_grouped_and_flat_checkpoints():
 
 
 @pytest.mark.parametrize("path", OLD_RESULTS, ids=lambda p: str(p.relative_to(COMMITTED)))
-def test_old_committed_results_still_make_a_model_card(path):
+def test_old_committed_results_still_make_a_valid_model_card(path, tmp_path):
     results = load_results(path)
     card = model_card(results, results.backbone, results.full_dim)
     assert f"| {results.full_dim} | {results.test[results.full_dim]:.4f} | 100.0 % |" in card
+    (tmp_path / "README.md").write_text(card)
+    meta = assert_valid_card(tmp_path / "README.md", results.test, len(results.benchmarks) or 1)
+    if results.benchmarks:  # eval.py: the STS benchmarks, each at every dim
+        names = {r["dataset"]["name"] for r in meta["model-index"][0]["results"]}
+        assert names == {
+            f"{'sts-test' if b == 'stsb' else b}-{d}" for b in results.benchmarks
+            for d in results.eval_dims
+        }  # fmt: skip
+    else:  # train.py: its backbone is a Hub id
+        assert meta["base_model"] == results.backbone
+
+
+def assert_valid_card(path, test, benchmarks=1):
+    """README.md at `path` is Hub model-card metadata with an STS-B result per dim of `test`."""
+    meta = metadata_load(path)
+    assert meta["library_name"] == "sentence-transformers"
+    assert meta["pipeline_tag"] == "sentence-similarity"
+    assert {"sentence-transformers", "matryoshka", "feature-extraction"} <= set(meta["tags"])
+    assert meta["widget"][0]["source_sentence"] and len(meta["widget"][0]["sentences"]) >= 2
+    entries = meta["model-index"][0]["results"]
+    assert len(entries) == benchmarks * len(test)  # one per (benchmark, dim)
+    assert [e["dataset"]["name"] for e in entries[: len(test)]] == [f"sts-test-{d}" for d in test]
+    card = ModelCard.load(path)
+    sts = [r for r in card.data.eval_results if r.dataset_name.startswith("sts-test-")]
+    assert {int(r.dataset_name.rsplit("-", 1)[1]): r.metric_value for r in sts} == test
+    for r in sts:
+        assert (r.task_type, r.metric_type) == ("sentence-similarity", "spearman_cosine")
+        assert (r.dataset_type, r.dataset_split) == ("sentence-transformers/stsb", "test")
+    name, results = model_index_to_eval_results(meta["model-index"])
+    assert name and len(results) == len(card.data.eval_results)
+    return meta
+
+
+def test_card_lists_retrieval_results_and_none_for_other_weights(tmp_path):
+    results = RunResults(
+        experiment="eval m", run_dir="x", backbone="outputs/runs/a/seed1/model=m",
+        eval_dims=[64, 32], test={64: 0.8, 32: 0.7}, test_benchmark="stsb",
+        benchmarks={
+            "stsb": {64: 0.8, 32: 0.7}, "scifact/ndcg@10": {64: 0.6, 32: 0.5},
+            "scifact/recall@100": {64: 0.9, 32: 0.8},
+        },
+        config={"benchmarks": {
+            "stsb": {"hub_id": "sentence-transformers/stsb", "hub_split": "test"},
+            "scifact": {"task": "retrieval", "hub_id": "BeIR/scifact", "qrels_split": "test"},
+        }},
+    )  # fmt: skip
+    card = tmp_path / "README.md"
+    card.write_text(model_card(results, results.backbone, 64, repo_id="me/m"))
+    meta = assert_valid_card(card, results.test, benchmarks=2)
+    assert "base_model" not in meta and meta["model-index"][0]["name"] == "me/m"
+    assert 'SentenceTransformer("me/m", truncate_dim=64)' in card.read_text()
+    found = [r for r in ModelCard.load(card).data.eval_results if r.task_type == "retrieval"]
+    assert {(r.dataset_type, r.dataset_split) for r in found} == {("BeIR/scifact", "test")}
+    retrieval = {(r.dataset_name, r.metric_type): r.metric_value for r in found}
+    assert retrieval == {
+        ("scifact-64", "ndcg_at_10"): 0.6, ("scifact-32", "ndcg_at_10"): 0.5,
+        ("scifact-64", "recall_at_100"): 0.9, ("scifact-32", "recall_at_100"): 0.8,
+    }  # fmt: skip
+    for note, debug in [("weights from step 1 of 3", False), (None, True)]:
+        results.debug = debug
+        card.write_text(model_card(results, "org/base", 64, note=note))
+        meta = metadata_load(card)
+        assert "model-index" not in meta and meta["base_model"] == "org/base"
+        assert ModelCard.load(card).data.eval_results is None
+
+
+@pytest.fixture
+def tiny_run(tiny, tmp_path):
+    """A finished run folder of the tiny model (results.json, checkpoints/last.ckpt)."""
+    encoder, _ = tiny
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    state = {
+        "state_dict": {f"encoder.{k}": v for k, v in encoder.state_dict().items()},
+        "global_step": 3,
+        "hyper_parameters": {"model": {"backbone": "mrl/tiny-random-bert", "pooling": "mean"}},
+    }
+    torch.save(state, run_dir / "checkpoints" / "last.ckpt")
+    results = RunResults(
+        experiment="tiny", run_dir=str(run_dir), backbone="mrl/tiny-random-bert",
+        eval_dims=[32, 16, 8], test={32: 0.5, 16: 0.4, 8: 0.3}, global_step=3, seed=0,
+        config={"data": {"max_seq_length": 32}},
+    )  # fmt: skip
+    (run_dir / "results.json").write_text(results.to_json())
+    return run_dir
+
+
+@pytest.fixture
+def hub_calls(monkeypatch):
+    """HfApi.create_repo / upload_folder recorded instead of sent (what would be uploaded)."""
+    calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append(("create_repo", repo_id, kwargs))
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        folder = Path(folder_path)
+        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        readme = (folder / "README.md").read_text()
+        calls.append(("upload_folder", repo_id, {**kwargs, "folder_path": folder_path,
+                                                 "files": files, "readme": readme}))  # fmt: skip
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    return calls
+
+
+def test_push_to_hub_uploads_the_export(tiny_run, hub_calls, monkeypatch, capsys):
+    monkeypatch.setattr("mrl.hub.hub_reachable", lambda: True)
+    main([str(tiny_run), "--push-to-hub", "me/tiny-mrl", "--private"])
+    (_, repo, created), (_, uploaded_to, upload) = hub_calls
+    assert repo == uploaded_to == "me/tiny-mrl"
+    assert created["private"] is True and created["exist_ok"] and created["repo_type"] == "model"
+    export = tiny_run / EXPORT_DIR
+    assert upload["folder_path"] == export and upload["repo_type"] == "model"
+    assert {"model.safetensors", "README.md", "modules.json", "mrl.json"} <= set(upload["files"])
+    assert "1_Pooling/config.json" in upload["files"] and "tokenizer.json" in upload["files"]
+    assert 'SentenceTransformer("me/tiny-mrl", truncate_dim=64)' in upload["readme"]
+    assert_valid_card(export / "README.md", {32: 0.5, 16: 0.4, 8: 0.3})
+    out = capsys.readouterr().out
+    assert f"exported to {export}" in out and "pushed to https://huggingface.co/me/tiny-mrl" in out
+
+    # exported already: a fresh export from a temporary folder is pushed, public by default
+    hub_calls.clear()
+    before = (export / "README.md").read_text()
+    main([str(tiny_run), "--push-to-hub", "me/tiny-mrl"])
+    (_, _, created), (_, _, upload) = hub_calls
+    assert created["private"] is None  # the Hub's default for a new repo
+    assert upload["folder_path"] != export and not upload["folder_path"].exists()
+    assert "model.safetensors" in upload["files"] and (export / "README.md").read_text() == before
+    assert "exported to" not in capsys.readouterr().out
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub_reachable.cache_clear()
+    yield
+    hub_reachable.cache_clear()
+
+
+def test_push_offline_or_refused_is_one_line(tiny_run, hub_calls, offline, monkeypatch, capsys):
+    def one_line_error(argv, *words):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
+        assert all(w in err for w in words), err
+
+    run = str(tiny_run)
+    one_line_error([run, "--push-to-hub", "me/tiny-mrl"], "me/tiny-mrl", "Hub is unreachable")
+    assert not hub_calls and not (tiny_run / EXPORT_DIR).exists()  # nothing written anywhere
+    one_line_error([run, "--push-to-hub", "me/a/b"], "'me/a/b' is not a Hub repo id")
+    one_line_error([run, "--private"], "--private only applies with --push-to-hub")
+
+    monkeypatch.setattr("mrl.hub.hub_reachable", lambda: True)  # online, but not logged in
+
+    def no_token(self, *args, **kwargs):
+        raise LocalTokenNotFoundError("Token is required, but no token found.\nLog in first.")
+
+    monkeypatch.setattr(HfApi, "upload_folder", no_token)
+    one_line_error([run, "--push-to-hub", "me/tiny-mrl"], "pushing to me/tiny-mrl failed: Token")

@@ -1,15 +1,18 @@
 """A trained run as a sentence-transformers model folder (weights, pooling, model card).
 
-    python -m mrl.export RUN_DIR [--out FOLDER]
+    python -m mrl.export RUN_DIR [--out FOLDER] [--push-to-hub ORG/NAME [--private]]
 
 The folder loads with no code of ours: `SentenceTransformer(folder, truncate_dim=64)`. It holds
 the backbone (safetensors) and tokenizer at its root, a Pooling module with our pooling, no
 Normalize module (cosine similarity, the default, normalises each truncated prefix itself), a
-README.md model card with the per-dim results table and the training config, and mrl.json with
-the run's eval_dims and schedule_dims (the dims the tools use for it). The backbone was trained
-without its unused pooler, so sentence_bert_config.json tells transformers not to expect one
-(no "newly initialized" warning on load). It is built in a temp folder and renamed into place,
+README.md model card (`mrl.model_card`: Hub metadata with a model-index result per benchmark and
+dim, the per-dim results table, the training config), and mrl.json with the run's eval_dims and
+schedule_dims (the dims the tools use for it). The backbone was trained without its unused
+pooler, so sentence_bert_config.json tells transformers not to expect one (no "newly
+initialized" warning on load). It is built in a temp folder and renamed into place,
 so a crash leaves no half-written export; its files get the modes plainly created files get.
+--push-to-hub uploads a fresh export (to the export folder if there is none yet) with
+huggingface_hub; offline it stops in one line before anything is written.
 """
 
 from __future__ import annotations
@@ -23,16 +26,17 @@ import tempfile
 from pathlib import Path
 
 import torch
-import yaml
 
+from mrl import hub
 from mrl.errors import ConfigError
+from mrl.model_card import model_card
 from mrl.models import MRL_INFO
-from mrl.results import RunResults, curve_rows, load_results
+from mrl.results import RunResults, load_results
 from mrl.run_folder import EXPORT_DIR, RunFolder, default_dir_mode, default_file_mode
 
 ST_MODELS = "sentence_transformers.models"
 MODEL_KEYS = ("backbone", "pooling", "chunk_size", "compile", "trust_remote_code")
-__all__ = ["EXPORT_DIR", "export_encoder", "export_run", "model_card", "model_hparams"]
+__all__ = ["EXPORT_DIR", "export_encoder", "export_run", "model_card", "model_hparams", "push_run"]
 
 
 def model_hparams(hparams: dict) -> dict:
@@ -56,55 +60,6 @@ def _pooling_config(width: int, pooling: str) -> dict:
     }
 
 
-def model_card(
-    results: RunResults | None, backbone: str, width: int, note: str | None = None
-) -> str:
-    """README.md of the export: how to load it, the per-dim table, the training config.
-    With a `note` (weights that are not the tested ones) the note replaces the table."""
-    lines = [
-        "---",
-        "library_name: sentence-transformers",
-        "tags: [sentence-transformers, sentence-similarity, matryoshka]",
-        f"base_model: {backbone}",
-        "---",
-        "",
-        f"# Matryoshka sentence encoder ({width} dims) trained with mrl",
-        "",
-        "Its embedding can be cut to a prefix and keep most of its quality:",
-        "",
-        "```python",
-        "from sentence_transformers import SentenceTransformer",
-        "",
-        'model = SentenceTransformer("PATH_TO_THIS_FOLDER", truncate_dim=64)',
-        'embeddings = model.encode(["A man is playing a guitar."])',
-        "```",
-        "",
-    ]
-    if note:
-        lines += [f"Note: {note}.", ""]
-    elif results:
-        lines += [
-            f"## STS-B test Spearman (cosine) by dimension — `{results.experiment}`, "
-            f"seed {results.seed}",
-            "",
-            "| dim | Spearman | retention | backbone before training |",
-            "| --- | --- | --- | --- |",
-        ]
-        for row in curve_rows(results):
-            before = row.get("untrained_test_spearman")
-            lines.append(
-                f"| {row['dim']} | {row['test_spearman']:.4f} | "
-                f"{100 * row['test_retention']:.1f} % | "
-                f"{'-' if before is None else f'{before:.4f}'} |"
-            )
-        trained, weights = results.train_dims, results.weights
-        lines += ["", f"Loss trained at dims {trained}, weights {weights}.", ""]
-        lines += ["## Training config", "", "```yaml"]
-        lines.append(yaml.safe_dump(results.config, sort_keys=False).rstrip())
-        lines += ["```", ""]
-    return "\n".join(lines)
-
-
 def _chmod_tree(folder: Path) -> None:
     """Plain modes for a folder made by mkdtemp (0700) and files written as 0600."""
     os.chmod(folder, default_dir_mode())
@@ -123,10 +78,12 @@ def export_encoder(
     backbone: str,
     results: RunResults | dict | None = None,
     note: str | None = None,
+    repo_id: str | None = None,
 ) -> Path:
     """Write `encoder` (an `mrl.encoder.Encoder`) and `tokenizer` as a sentence-transformers
     folder at `out`, which must not exist yet. `results` (a RunResults or its dict form) fill
-    the model card and mrl.json; `note` replaces the card's table (see `model_card`)."""
+    the model card and mrl.json; `note` replaces the card's table, `repo_id` names the model
+    in it (see `model_card`)."""
     out = Path(out)
     if isinstance(results, dict):
         results = RunResults.from_dict(results)
@@ -157,7 +114,7 @@ def export_encoder(
             }  # fmt: skip
         for name, content in files.items():
             (tmp / name).write_text(json.dumps(content, indent=2))
-        (tmp / "README.md").write_text(model_card(results, backbone, width, note))
+        (tmp / "README.md").write_text(model_card(results, backbone, width, note, repo_id))
         _chmod_tree(tmp)
         tmp.rename(out)
     except BaseException:
@@ -166,7 +123,9 @@ def export_encoder(
     return out
 
 
-def export_run(run_dir: Path, out: Path | None = None, allow_earlier: bool = False) -> Path:
+def export_run(
+    run_dir: Path, out: Path | None = None, allow_earlier: bool = False, repo_id: str | None = None
+) -> Path:
     """Export a finished run from its results.json and checkpoints/last.ckpt.
 
     Runs made before last.ckpt was saved at the end may hold an earlier step's weights; those
@@ -198,7 +157,55 @@ def export_run(run_dir: Path, out: Path | None = None, allow_earlier: bool = Fal
     tokenizer = load_tokenizer(backbone, trust)
     max_len = (results.config.get("data") or {}).get("max_seq_length", 128)
     out = Path(out) if out else run.export
-    return export_encoder(encoder, tokenizer, out, max_len, backbone, results, note)
+    return export_encoder(encoder, tokenizer, out, max_len, backbone, results, note, repo_id)
+
+
+def push_run(
+    run_dir: Path,
+    repo_id: str,
+    private: bool = False,
+    out: Path | None = None,
+    allow_earlier: bool = False,
+) -> tuple[Path | None, str]:
+    """Export a run with a card naming `repo_id` and upload it to that Hub model repo (made if
+    missing; `private` only applies to a new repo). The export goes to `out` (default: the
+    run's export folder) when that does not exist yet, else to a temporary folder. Returns the
+    local export (None when temporary) and the repo's url; one-line ConfigError offline."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HFValidationError, HTTPError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise ConfigError(
+            f"--push-to-hub {repo_id!r} is not a Hub repo id; give ORG/NAME (letters, digits, "
+            "'-', '_', '.')."
+        ) from None
+    if not hub.hub_reachable():
+        raise ConfigError(
+            f"cannot push to {repo_id}: the Hugging Face Hub is unreachable (no network, or "
+            "HF_HUB_OFFLINE=1); nothing was uploaded. Push from a machine that is online."
+        )
+    target = Path(out) if out else RunFolder(run_dir).export
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = target if not target.exists() else Path(tmp) / EXPORT_DIR
+        export_run(run_dir, folder, allow_earlier, repo_id)
+        api = HfApi()
+        try:
+            url = api.create_repo(
+                repo_id, private=True if private else None, repo_type="model", exist_ok=True
+            )
+            api.upload_folder(
+                repo_id=repo_id,
+                folder_path=folder,
+                repo_type="model",
+                commit_message=f"Upload {Path(run_dir).name} exported by mrl",
+            )
+        except (OSError, HTTPError, HFValidationError) as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(f"pushing to {repo_id} failed: {reason}") from None
+    return (folder if folder == target else None), str(url)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -210,16 +217,37 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="export last.ckpt even when it is from before the run's final step",
     )
+    parser.add_argument(
+        "--push-to-hub",
+        metavar="ORG/NAME",
+        help="upload the export to this Hub model repo (an existing --out is not an error: "
+        "a fresh export is pushed)",
+    )
+    parser.add_argument(
+        "--private", action="store_true", help="with --push-to-hub: make a new repo private"
+    )
     args = parser.parse_args(argv)
     import transformers
 
     transformers.logging.set_verbosity_error()  # loading the backbone without its pooler
+    transformers.logging.disable_progress_bar()  # no "Writing model shards" bar before errors
     try:
-        out = export_run(args.run_dir, args.out, args.allow_earlier_checkpoint)
+        if args.private and not args.push_to_hub:
+            raise ConfigError("--private only applies with --push-to-hub ORG/NAME.")
+        if args.push_to_hub:
+            out, url = push_run(
+                args.run_dir, args.push_to_hub, args.private, args.out,
+                args.allow_earlier_checkpoint,
+            )  # fmt: skip
+        else:
+            out = export_run(args.run_dir, args.out, args.allow_earlier_checkpoint)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(f"exported to {out}; load it with SentenceTransformer({str(out)!r}, truncate_dim=64)")
+    if out is not None:
+        print(f"exported to {out}; load it with SentenceTransformer({str(out)!r}, truncate_dim=64)")
+    if args.push_to_hub:
+        print(f"pushed to {url}; load it with SentenceTransformer({args.push_to_hub!r})")
 
 
 if __name__ == "__main__":

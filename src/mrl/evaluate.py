@@ -1,14 +1,20 @@
-"""Evaluating any encoder at every dimension: STS-B, STS12-16 and SICK-R, each encoded once.
+"""Evaluating any encoder at every dimension: STS-B, STS12-16 and SICK-R (Spearman), and BEIR
+retrieval sets (nDCG@10, MRR@10, recall@100, MAP@100; `benchmarks=scifact`), each encoded once.
 
 `python eval.py model=<hub id | local folder | run folder>` (the root shim) calls `main`.
 Models load through `mrl.models` (sentence-transformers, so any of its models works, ours
 exported included); a run folder uses its `sentence-transformers/` export, or exports its
 checkpoint. No training code is imported (no Lightning, no wandb).
 
+A retrieval set (`task: retrieval`, see `mrl.beir`) has its queries and corpus encoded once at
+full width; each dim's prefix is renormalised and searched with FAISS (`mrl.retrieval_metrics`,
+`retrieval.index=flat` exact, `ivf`/`hnsw` approximate). Its metrics are stored as benchmarks
+named `<set>/<metric>` (e.g. `scifact/ndcg@10`), so STS and retrieval share one table per dim.
+
 The folder is `outputs/evals/<model>/` plus, when given, the overrides of the settings that
-change the numbers (`dims`, `max_seq_length`, `benchmarks`), so a re-run with other settings
-gets its own folder; results.json keeps those settings and a folder that holds other ones
-(e.g. a fixed hydra.run.dir) is refused in one line rather than reported as done.
+change the numbers (`dims`, `max_seq_length`, `benchmarks`, `retrieval`), so a re-run with
+other settings gets its own folder; results.json keeps those settings and a folder that holds
+other ones (e.g. a fixed hydra.run.dir) is refused in one line rather than reported as done.
 """
 
 from __future__ import annotations
@@ -18,22 +24,27 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from mrl.beir import BeirSource, load_beir
 from mrl.errors import ConfigError
 from mrl.metrics import spearman_by_dim
 from mrl.models import check_device, embedding_width, load_model, model_eval_dims, slug
 from mrl.redact import redact
 from mrl.results import RunResults, load_results, write_run_outputs
+from mrl.retrieval_metrics import IndexSpec, retrieval_by_dim
 from mrl.run_folder import RunFolder, write_atomic
 from mrl.schedule import check_dims
 from mrl.sources import Source, load_source
 
 # the settings (besides the model) that change the numbers; batch size and device do not
-SETTINGS = ("dims", "max_seq_length", "benchmarks")
+SETTINGS = ("dims", "max_seq_length", "benchmarks", "retrieval")
 MAX_FOLDER_NAME = 100
+PROGRESS_MIN = 1000  # texts: an encode this long shows a progress bar
+FLAT_MAX_DOCS = 1_000_000  # above this, retrieval.index=hnsw (approximate) is suggested
 
 
 def eval_dir(model, overrides: str | None = None) -> str:
@@ -67,15 +78,64 @@ def encode_benchmark(model, ds, batch_size: int) -> tuple[torch.Tensor, torch.Te
     return left, right
 
 
-def benchmark_table(scores: dict[str, dict[int, float]], dims: list[int]) -> str:
+def is_retrieval(name: str, source_cfg) -> bool:
+    """True for a BEIR set (`task: retrieval`), False for STS pairs (no `task`)."""
+    task = source_cfg.get("task")
+    if task is not None and task != "retrieval":
+        raise ConfigError(
+            f"benchmarks.{name}.task={task!r} is unknown; use task: retrieval (a BEIR set) or "
+            "leave it out (STS pairs)."
+        )
+    return task == "retrieval"
+
+
+def encode_retrieval(model, data, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Full-width query and document embeddings, each text encoded once, with the model's
+    query / document prompts if it has them (as ST's InformationRetrievalEvaluator)."""
+    sides = []
+    for encode, texts in ((model.encode_query, data.queries), (model.encode_document, data.corpus)):
+        embeddings = encode(
+            texts,
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            show_progress_bar=len(texts) >= PROGRESS_MIN,
+        )
+        sides.append(np.asarray(embeddings, dtype=np.float32))
+    return sides[0], sides[1]
+
+
+def score_retrieval(model, name, source_cfg, dims, batch_size, spec) -> dict[str, dict]:
+    """`<name>/<metric>` -> dim -> value for one BEIR set."""
+    data = load_beir(BeirSource.from_config(source_cfg, name))
+    if spec.index == "flat" and len(data.corpus) > FLAT_MAX_DOCS:
+        print(f"{name}: {len(data.corpus)} documents; retrieval.index=hnsw searches faster.")
+    queries, docs = encode_retrieval(model, data, batch_size)
+    scores = retrieval_by_dim(queries, docs, data, dims, spec)
+    ndcg = scores["ndcg@10"][dims[0]]
+    print(f"{name}: {len(queries)} queries, {len(docs)} docs, nDCG@10 at {dims[0]}: {ndcg:.4f}")
+    return {f"{name}/{metric}": by_dim for metric, by_dim in scores.items()}
+
+
+def benchmark_table(
+    scores: dict[str, dict[int, float]], dims: list[int], sts: list[str] | None = None
+) -> str:
+    """One row per benchmark, one column per dim: the STS rows (`sts`, default all), their
+    mean, then the retrieval rows (a mean across Spearman and nDCG would mean nothing)."""
+    sts = list(scores) if sts is None else sts
     lines = [
         "| benchmark | " + " | ".join(str(d) for d in dims) + " |",
         "|" + " --- |" * (len(dims) + 1),
     ]
-    for name, by_dim in scores.items():
+
+    def row(name: str, by_dim: dict[int, float]) -> None:
         lines.append(f"| {name} | " + " | ".join(f"{by_dim[d]:.4f}" for d in dims) + " |")
-    mean = {d: sum(s[d] for s in scores.values()) / len(scores) for d in dims}
-    lines.append("| **mean** | " + " | ".join(f"{mean[d]:.4f}" for d in dims) + " |")
+
+    for name in sts:
+        row(name, scores[name])
+    if sts:
+        row("**mean**", {d: sum(scores[s][d] for s in sts) / len(sts) for d in dims})
+    for name in (n for n in scores if n not in sts):
+        row(name, scores[name])
     return "\n".join(lines) + "\n"
 
 
@@ -125,6 +185,9 @@ def check_settings(cfg: DictConfig) -> None:
     check_device(cfg.device)
     if not isinstance(cfg.trust_remote_code, bool):
         raise ConfigError(f"trust_remote_code={cfg.trust_remote_code!r} must be true or false.")
+    for name, source_cfg in cfg.benchmarks.items():
+        if is_retrieval(name, source_cfg):
+            BeirSource.from_config(source_cfg, name)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> RunResults:
@@ -137,6 +200,7 @@ def run(cfg: DictConfig, run_dir: Path) -> RunResults:
     if done is not None:
         return done
     check_settings(cfg)
+    spec = IndexSpec.from_config(OmegaConf.to_container(cfg, resolve=True).get("retrieval"))
     with tempfile.TemporaryDirectory() as workdir:
         model = load_model(cfg.model, cfg.device, cfg.trust_remote_code, Path(workdir))
         if cfg.max_seq_length is not None:
@@ -147,8 +211,12 @@ def run(cfg: DictConfig, run_dir: Path) -> RunResults:
             dims = model_eval_dims(cfg.model, width)
         else:
             dims = check_dims(requested, width, "dims")
-        scores = {}
+        scores, sts = {}, []
         for name, source_cfg in cfg.benchmarks.items():
+            if is_retrieval(name, source_cfg):
+                scores.update(score_retrieval(model, name, source_cfg, dims, cfg.batch_size, spec))
+                continue
+            sts.append(name)
             ds = load_source(Source.from_config(source_cfg))
             left, right = encode_benchmark(model, ds, cfg.batch_size)
             scores[name] = spearman_by_dim(left, right, list(ds["score"]), dims)
@@ -165,10 +233,11 @@ def run(cfg: DictConfig, run_dir: Path) -> RunResults:
         test_benchmark=first,
         benchmarks=scores,
     )
-    table = benchmark_table(scores, dims)
+    table = benchmark_table(scores, dims, sts)
     write_atomic(run_dir / "benchmarks.md", table)
     write_run_outputs(run_dir, results)
-    print(f"\nSpearman (cosine) by dimension, {cfg.model}:\n{table}run folder: {run_dir}")
+    what = "Spearman (cosine)" if len(sts) == len(scores) else "STS Spearman and retrieval metrics"
+    print(f"\n{what} by dimension, {cfg.model}:\n{table}run folder: {run_dir}")
     return results
 
 

@@ -210,7 +210,10 @@ def _fuzz_model(tmp_path_factory) -> Path:
     return _FUZZ_MODEL[0]
 
 
-EVAL_OPTIONS = ["dims", "batch_size", "max_seq_length", "device", "trust_remote_code"]
+EVAL_OPTIONS = [
+    "dims", "batch_size", "max_seq_length", "device", "trust_remote_code", "retrieval.index",
+    "retrieval.nprobe", "retrieval.nlist",
+]  # fmt: skip
 EVAL_VALUES = [
     "0", "-1", "2.5", "abc", "[]", "[a]", "[0]", "[-8]", "[64,64]", "[9999]", "32",
     "[32,8]", "true", "null", "1000000000000", "[1.5]", "''",
@@ -240,3 +243,89 @@ def test_eval_config_fuzz_runs_or_stops_in_one_line(sts_dir, tmp_path_factory, o
     if code == 2:
         assert len([x for x in lines if x.startswith("error:")]) == 1, f"{option}={value}: {lines}"
         assert not run_dir.exists(), f"{option}={value} left {run_dir}"
+
+
+# ---- BEIR retrieval sets: one encode, every dim, one table with STS ----
+
+METRICS = ["ndcg@10", "mrr@10", "recall@100", "map@100"]
+
+
+def test_sts_and_a_retrieval_set_give_one_table_and_st_numbers(sts_dir, tiny_model, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from tests.test_beir import st_scores, synthetic_set
+
+    folder, _, _ = tiny_model
+    synthetic_set(sts_dir / "beir" / "scifact")
+    run_dir = tmp_path / "eval"
+    evaluate([f"model={folder}", "benchmarks=sts_and_scifact", "dims=[32,8,4]"], run_dir)
+    results = load_results(run_dir)
+    names = BENCHMARKS + [f"scifact/{m}" for m in METRICS]
+    assert list(results.benchmarks) == names and results.test_benchmark == "stsb"
+    assert results.eval_dims == [32, 8, 4]
+    saved = json.loads((run_dir / "results.json").read_text())["benchmarks"]
+    assert set(saved["scifact/ndcg@10"]) == {"32", "8", "4"}
+    table = (run_dir / "benchmarks.md").read_text().splitlines()
+    rows = [line.split(" | ")[0].removeprefix("| ") for line in table[2:]]
+    assert rows == [*BENCHMARKS, "**mean**", *names[len(BENCHMARKS) :]]
+    model = SentenceTransformer(str(folder), device="cpu")
+    for dim in (32, 4):  # eval.py's batch size, as ST would be run on the same set
+        theirs = st_scores(model, sts_dir / "beir" / "scifact", dim, batch_size=128)
+        for metric, value in theirs.items():
+            assert results.benchmarks[f"scifact/{metric}"][dim] == pytest.approx(value, abs=1e-4)
+    again = tmp_path / "again"
+    evaluate([f"model={folder}", "benchmarks=[sts,scifact]", "dims=[32,8,4]"], again)
+    assert load_results(again).benchmarks == results.benchmarks
+
+
+def test_a_retrieval_set_alone_and_an_approximate_index(sts_dir, tiny_model, tmp_path, capsys):
+    from tests.test_beir import synthetic_set
+
+    folder, _, _ = tiny_model
+    synthetic_set(sts_dir / "beir" / "scifact")
+    evaluate([f"model={folder}", "benchmarks=scifact"], tmp_path / "flat")
+    out = capsys.readouterr().out
+    assert "| **mean** |" not in out and "| scifact/ndcg@10 |" in out
+    flat = load_results(tmp_path / "flat")
+    assert list(flat.benchmarks) == [f"scifact/{m}" for m in METRICS]
+    assert flat.eval_dims == [32, 16, 8, 4] and flat.test == flat.benchmarks["scifact/ndcg@10"]
+    evaluate([f"model={folder}", "benchmarks=scifact", "retrieval.index=hnsw"], tmp_path / "hnsw")
+    hnsw = load_results(tmp_path / "hnsw").benchmarks  # 130 documents: HNSW finds them all
+    for name, by_dim in flat.benchmarks.items():
+        assert hnsw[name] == pytest.approx(by_dim, abs=1e-6), name
+
+
+def test_bad_retrieval_input_is_one_line(sts_dir, tiny_model, tmp_path, capsys):
+    from tests.test_beir import synthetic_set
+
+    folder, _, _ = tiny_model
+    beir = sts_dir / "beir" / "scifact"
+    synthetic_set(beir)
+    (beir / "queries.jsonl").rename(beir / "queries.txt")
+    cases = {
+        "benchmarks=scifact": f"{beir} has no queries.jsonl; a BEIR folder holds corpus.jsonl",
+        "+benchmarks.x={task:ranking,hub_id:a/b}": "benchmarks.x.task='ranking' is unknown",
+        "+benchmarks.x={task:retrieval,hub_id:a/b}": "benchmarks.x needs hub_id and local_dir",
+        "+benchmarks.scifact.qrels_fil=a": "benchmarks.scifact has unknown keys ['qrels_fil']",
+        "retrieval.index=annoy": "retrieval.index='annoy' is unknown; use flat (exact), ivf",
+        "retrieval.nprobe=0": "retrieval.nprobe=0 must be a whole number >= 1",
+        "dims=[64,8]": "dims holds 64, larger than the backbone's hidden size 32",
+    }
+    for i, (override, message) in enumerate(cases.items()):
+        overrides = [f"model={folder}", override]
+        if override != "benchmarks=scifact":
+            overrides.append("benchmarks=scifact")
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate(overrides, tmp_path / f"r{i}")
+        assert exit_info.value.code == 2, override
+        one_error_line(capsys.readouterr().err, message)
+        assert not (tmp_path / f"r{i}").exists(), override
+
+
+def test_an_unknown_benchmark_set_is_one_line(capsys):
+    from mrl.cli import check_config_choices
+
+    with pytest.raises(SystemExit) as exit_info:
+        check_config_choices(["benchmarks=scifakt"], CONF / "evaluate")
+    assert exit_info.value.code == 2
+    one_error_line(capsys.readouterr().err, "benchmarks=scifakt is not a config in conf/")

@@ -290,3 +290,21 @@ def test_same_seed_same_results_other_seed_different(data_dir, run_main, tmp_pat
     first = scores(1, "a")
     assert scores(1, "b") == first
     assert scores(2, "c") != first
+
+
+def test_every_epoch_draws_a_new_batch_order(data_dir, run_main, tmp_path, monkeypatch):
+    """Lightning sets the epoch of a loader's sampler, not of our batch sampler; the module
+    does it, so epoch 1 is not a replay of epoch 0."""
+    from mrl.data import NoDuplicatesBatchSampler
+
+    seen, real = [], NoDuplicatesBatchSampler.__iter__
+
+    def recording(self):
+        seen.append((self.epoch, [tuple(b) for b in self.global_batches()]))
+        return real(self)
+
+    monkeypatch.setattr(NoDuplicatesBatchSampler, "__iter__", recording)
+    run_main(["+exp=allnli_mrl", *FAST, "data.batch_size=16", "trainer.max_epochs=2"], tmp_path)
+    epochs = [epoch for epoch, _ in seen]
+    assert epochs[-2:] == [0, 1]
+    assert seen[-2][1] != seen[-1][1]

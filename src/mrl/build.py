@@ -129,7 +129,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path, overrides: list[str], resume_s
                 resume="allow",  # a resumed run continues the same wandb run
                 save_dir=str(run_dir),
                 mode=wandb_mode(w.mode),
-                tags=redact(list(w.tags)),
+                tags=redact(list(dict.fromkeys([*cfg.get("tags", []), *w.tags]))),
                 config=redact({**plain(cfg), "overrides": overrides}),
             )
         )

@@ -163,6 +163,10 @@ OPTIONS: dict[str, Callable] = {
     "trainer.limit_train_batches": batches,
     "trainer.limit_val_batches": batches,
     "trainer.limit_test_batches": batches,
+    "trainer.overfit_batches": lambda v: (
+        "must be a fraction in [0, 1] or a whole number of batches" if v is None else batches(v)
+    ),
+    "trainer.profiler": one_of(None, "simple", "advanced", "pytorch", "xla"),
     "trainer.fast_dev_run": lambda v: (
         None
         if isinstance(v, bool) or whole(1)(v) is None

@@ -12,7 +12,7 @@ def check_config_choices(argv: list[str], conf_dir: Path) -> None:
     for arg in argv:
         group, _, name = arg.lstrip("+").partition("=")
         folder = conf_dir / group
-        if not name or "." in group or "/" in group or not folder.is_dir():
+        if not name or name == "null" or "." in group or "/" in group or not folder.is_dir():
             continue
         if "," in name or name.startswith(("choice(", "range(", "glob(")):  # a -m sweep
             continue

@@ -264,6 +264,14 @@ class MatryoshkaModule(L.LightningModule):
         if state and state["epoch"] == self.current_epoch and hasattr(loader, "load_state_dict"):
             loader.load_state_dict(state)
 
+    def on_train_epoch_start(self) -> None:
+        # Lightning sets the epoch of a loader's sampler, not of a batch sampler like ours:
+        # without this every epoch would repeat the first epoch's batches (overfit_batches
+        # keeps its fixed batches on purpose)
+        sampler = getattr(self.trainer.train_dataloader, "batch_sampler", None)
+        if hasattr(sampler, "set_epoch") and not self.trainer.overfit_batches:
+            sampler.set_epoch(self.current_epoch)
+
     def configure_optimizers(self):
         decay, no_decay = [], []
         for name, param in self.named_parameters():

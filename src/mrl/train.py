@@ -36,10 +36,12 @@ log = logging.getLogger("mrl")
 
 
 def is_debug_run(cfg: DictConfig) -> bool:
-    """fast_dev_run or a cut train/val/test set: its numbers are not a result."""
+    """fast_dev_run, overfit_batches or a cut train/val/test set: not a result."""
     t = cfg.trainer
-    return bool(t.fast_dev_run) or any(
-        t.get(f"limit_{split}_batches") is not None for split in ("train", "val", "test")
+    return (
+        bool(t.fast_dev_run)
+        or bool(t.get("overfit_batches"))
+        or any(t.get(f"limit_{split}_batches") is not None for split in ("train", "val", "test"))
     )
 
 

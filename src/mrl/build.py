@@ -159,6 +159,18 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list:
         callbacks.append(TQDMProgressBar())
     if cfg.logger.get("wandb") or cfg.logger.get("csv"):
         callbacks.append(LearningRateMonitor(logging_interval="step"))
+    retrieval = cfg.eval.get("retrieval")
+    if retrieval:
+        from mrl.retrieval_validation import RetrievalValidation
+
+        callbacks.append(
+            RetrievalValidation(
+                plain(retrieval.sets),
+                retrieval.max_queries,
+                retrieval.max_docs,
+                cfg.eval.batch_size,
+            )  # fmt: skip
+        )
     return callbacks
 
 

@@ -146,6 +146,8 @@ OPTIONS: dict[str, Callable] = {
     "data.num_workers": whole(0),
     "eval.batch_size": whole(1),
     "eval.score_untrained": boolean,
+    "eval.retrieval.max_queries": whole(1, optional=True),
+    "eval.retrieval.max_docs": whole(1, optional=True),
     "export.sentence_transformers": boolean,
     "callbacks.checkpoint_every_n_steps": whole(1),
     "callbacks.progress_bar": one_of("rich", "tqdm", "none"),

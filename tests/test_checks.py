@@ -199,3 +199,13 @@ def test_config_fuzz_runs_or_stops_in_one_line(data_dir, run_main, tmp_path, opt
         errors = [line for line in lines if line.startswith("error:")]
         assert len(errors) == 1, f"{option}={value}: {lines[-5:]}"
     assert not run_dir.exists(), f"{option}={value} left {run_dir}"
+
+
+def test_the_composed_config_is_printed_as_a_tree_once_it_passed(
+    data_dir, run_main, tmp_path, capsys
+):
+    run_main([*MRL, "+plan=true", "optim.lr=3e-5"], tmp_path / "run")
+    out = capsys.readouterr().out
+    assert out.index("config") < out.index("schedule dims")  # the tree, then the plan
+    assert "matryoshka" in out and "lr: 3.0e-05" in out
+    _fails_in_one_line(run_main, tmp_path / "bad", ["optim.lr=-1"], capsys)  # no tree then

@@ -239,3 +239,22 @@ def plan_text(cfg: DictConfig, run: Run, folder: RunFolder) -> str:
         f"run folder       {folder.path}",
     ]
     return "\n".join(lines)
+
+
+def print_config_tree(cfg: DictConfig, groups=("data", "model", "matryoshka", "loss", "optim",
+                      "trainer", "eval", "logger", "callbacks", "paths")) -> None:  # fmt: skip
+    """The composed config as a tree (rich), one branch per group, the rest as one branch."""
+    from rich import print as rich_print
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    tree = Tree("config", guide_style="dim")
+    rest = {k: v for k, v in plain(cfg).items() if k not in groups}
+    for name, node in [*((g, cfg.get(g)) for g in groups if g in cfg), ("other", rest)]:
+        text = (
+            OmegaConf.to_yaml(node, resolve=True)
+            if OmegaConf.is_config(node)
+            else (OmegaConf.to_yaml(OmegaConf.create(node)))
+        )
+        tree.add(name).add(Syntax(text.rstrip(), "yaml", theme="ansi_dark"))
+    rich_print(tree)

@@ -20,6 +20,7 @@ other ones (e.g. a fixed hydra.run.dir) is refused in one line rather than repor
 from __future__ import annotations
 
 import hashlib
+import logging
 import sys
 import tempfile
 from pathlib import Path
@@ -236,7 +237,8 @@ def run(cfg: DictConfig, run_dir: Path) -> RunResults:
     table = benchmark_table(scores, dims, sts)
     write_atomic(run_dir / "benchmarks.md", table)
     write_run_outputs(run_dir, results)
-    what = "Spearman (cosine)" if len(sts) == len(scores) else "STS Spearman and retrieval metrics"
+    what = "STS Spearman and retrieval metrics" if sts else "Retrieval metrics (cosine)"
+    what = "Spearman (cosine)" if len(sts) == len(scores) else what
     print(f"\n{what} by dimension, {cfg.model}:\n{table}run folder: {run_dir}")
     return results
 
@@ -245,6 +247,7 @@ def main(cfg: DictConfig) -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which CPU build it tried
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         run(cfg, run_dir)

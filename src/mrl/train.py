@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from mrl.build import Run, build, plan_text
+from mrl.build import Run, build, plan_text, print_config_tree
 from mrl.errors import ConfigError
 from mrl.export import export_encoder
 from mrl.metrics import mean_over_log2_dims
@@ -72,6 +72,8 @@ def run(cfg: DictConfig, folder: RunFolder, overrides: list[str]) -> RunResults 
         [load_results(cfg.eval.compare_to, "eval.compare_to")] if cfg.eval.compare_to else None
     )
     run = build(cfg, folder.path, overrides)
+    if cfg.get("print_config") and holds_the_lock():  # rank 0, once the config passed its checks
+        print_config_tree(OmegaConf.create(redact(OmegaConf.to_container(cfg, resolve=True))))
     module, trainer = run.module, run.trainer
     if cfg.get("plan"):
         print(plan_text(cfg, run, folder))

@@ -1,14 +1,20 @@
 """Evaluate any encoder at every dimension: `python eval.py model=<hub id | folder | run>`."""
 
+import sys
+from pathlib import Path
+
 import hydra
 
-from mrl.evaluate import main
+from mrl.cli import check_config_choices
 
 
 @hydra.main(version_base="1.3", config_path="conf/evaluate", config_name="evaluate")
 def evaluate(cfg):
+    from mrl.evaluate import main
+
     return main(cfg)
 
 
 if __name__ == "__main__":
+    check_config_choices(sys.argv[1:], Path(__file__).parent / "conf" / "evaluate")
     evaluate()

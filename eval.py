@@ -6,15 +6,14 @@ from pathlib import Path
 import hydra
 
 from mrl.cli import check_config_choices
+from mrl.evaluate import main  # also registers the resolvers that name the eval folder
 
 
 @hydra.main(version_base="1.3", config_path="conf/evaluate", config_name="evaluate")
 def evaluate(cfg):
-    from mrl.evaluate import main
-
     return main(cfg)
 
 
 if __name__ == "__main__":
-    check_config_choices(sys.argv[1:], Path(__file__).parent / "conf" / "evaluate")
+    check_config_choices(sys.argv[1:], Path(__file__).parent / "conf/evaluate", "conf/evaluate")
     evaluate()

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 
-def check_config_choices(argv: list[str], conf_dir: Path) -> None:
+def check_config_choices(argv: list[str], conf_dir: Path, shown_as: str = "conf") -> None:
     """`+exp=NAME`, `model=NAME`, ... naming a file conf/<group>/NAME.yaml that does not
     exist: one line listing the choices, exit 2 (Hydra's own message is a 13-line list)."""
     for arg in argv:
@@ -19,7 +19,7 @@ def check_config_choices(argv: list[str], conf_dir: Path) -> None:
         if not (folder / f"{name}.yaml").is_file():
             choices = sorted(p.stem for p in folder.glob("*.yaml"))
             print(
-                f"error: {arg.lstrip('+')} is not a config in conf/{group}/; choose one of "
+                f"error: {arg.lstrip('+')} is not a config in {shown_as}/{group}/; choose one of "
                 f"{', '.join(choices)}.",
                 file=sys.stderr,
             )

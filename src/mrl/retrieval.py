@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from mrl.errors import ConfigError
+from mrl.retrieval_metrics import prefix
 
 FINAL_K = 10
 SHORTLIST_KS = (200, 100, 50)  # the default funnel's shortlists, stage by stage
@@ -102,12 +103,6 @@ def default_corpus() -> tuple[list[str], list[str]]:
             docs += [first, second]
     query_set = set(queries)
     return queries, [d for d in dict.fromkeys(docs) if d not in query_set]
-
-
-def prefix(x: np.ndarray, dim: int) -> np.ndarray:
-    """The first `dim` columns, each row renormalised (cosine = inner product)."""
-    p = np.ascontiguousarray(x[:, :dim], dtype=np.float32)
-    return p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)
 
 
 def exact_search(queries: np.ndarray, docs: np.ndarray, k: int = FINAL_K) -> np.ndarray:

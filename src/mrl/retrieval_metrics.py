@@ -71,6 +71,12 @@ class IndexSpec:
         return cls(**values)
 
 
+def prefix(x: np.ndarray, dim: int) -> np.ndarray:
+    """The first `dim` columns, each row renormalised (cosine = inner product)."""
+    p = np.ascontiguousarray(x[:, :dim], dtype=np.float32)
+    return p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)
+
+
 def build_index(docs: np.ndarray, spec: IndexSpec):
     """A FAISS inner-product index over `docs` (unit rows): exact, IVF or HNSW."""
     import faiss
@@ -171,8 +177,6 @@ def retrieval_by_dim(
 ) -> dict[str, dict[int, float]]:
     """metric -> dim -> value for full-width query and document embeddings (rows in the order
     of `data.query_ids` / `data.corpus_ids`), each dim's prefix renormalised and searched."""
-    from mrl.retrieval import prefix
-
     spec = spec or IndexSpec()
     order = id_order(data.corpus_ids)
     scores: dict[str, dict[int, float]] = {name: {} for name in METRICS}

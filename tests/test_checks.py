@@ -134,7 +134,7 @@ def test_validation_runs_at_the_end_when_training_was_too_short_for_one(
 FUZZED_OPTIONS = [
     "seed", "model.pooling", "model.chunk_size", "model.compile", "matryoshka.enabled",
     "matryoshka.dims", "matryoshka.rule", "matryoshka.min_dim_ratio", "matryoshka.weights",
-    "matryoshka.n_dims_per_step", "loss.name", "loss.scale", "loss.cached_mini_batch_size",
+    "matryoshka.n_dims_per_step", "matryoshka.fixed_dim", "loss.name", "loss.scale", "loss.cached_mini_batch_size",
     "loss.on_nonfinite", "optim.lr", "optim.weight_decay", "optim.warmup_ratio",
     "data.batch_size", "data.max_seq_length", "data.max_train_samples", "data.no_duplicates",
     "data.num_workers", "eval.batch_size", "eval.score_untrained", "callbacks.progress_bar",

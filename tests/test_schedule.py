@@ -82,3 +82,48 @@ def test_named_weight_schemes_have_mean_one_and_the_right_order():
 def test_eval_dims_add_the_pow2_dims_to_any_schedule():
     assert eval_dims(384, [384, 32]) == [384, 256, 128, 64, 32]
     assert eval_dims(384, [384, 192, 96, 48]) == [384, 256, 192, 128, 96, 64, 48, 32]
+
+
+def test_fixed_dim_trains_that_prefix_alone():
+    from mrl.schedule import fixed_dim_schedule
+
+    group = {"fixed_dim": 8, "enabled": True, "n_dims_per_step": None}
+    assert fixed_dim_schedule([32, 16, 8, 4], group, 32) == ([32, 16, 8, 4], [0, 0, 1, 0])
+    dims, weights = fixed_dim_schedule([32, 16, 8, 4], {**group, "fixed_dim": 12}, 32)
+    assert dims == [32, 16, 12, 8, 4] and weights == [0, 0, 1, 0, 0]  # joins the schedule
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"fixed_dim": 64}, "matryoshka.fixed_dim holds 64, larger than the backbone"),
+        ({"fixed_dim": [8, 4]}, "must be one dimension"),
+        ({"enabled": False}, "matryoshka.enabled=false trains the full width"),
+        ({"n_dims_per_step": 2}, "leave it null"),
+    ],
+)
+def test_fixed_dim_bad_combinations_are_one_line(change, message):
+    from mrl.schedule import fixed_dim_schedule
+
+    group = {"fixed_dim": 8, "enabled": True, "n_dims_per_step": None, **change}
+    with pytest.raises(ConfigError, match=message):
+        fixed_dim_schedule([32, 16, 8, 4], group, 32)
+
+
+def test_a_fixed_dim_loss_gives_no_gradient_beyond_its_prefix():
+    import torch
+
+    from mrl.matryoshka import GlobalBatch, MatryoshkaLoss
+    from mrl.schedule import fixed_dim_schedule
+
+    group = {"fixed_dim": 8, "enabled": True, "n_dims_per_step": None}
+    dims, weights = fixed_dim_schedule([32, 16, 8, 4], group, 32)
+    embeddings = torch.randn(3 * 6, 32, generator=torch.Generator().manual_seed(0))
+    embeddings.requires_grad_()
+    loss, per_dim = MatryoshkaLoss("mnrl", dims, weights)(
+        GlobalBatch.from_embeddings(embeddings, 6)
+    )
+    loss.backward()
+    assert set(per_dim) == {32, 16, 8, 4}  # every dim still logged
+    assert embeddings.grad[:, 8:].abs().max() == 0  # coordinates past the prefix: no gradient
+    assert embeddings.grad[:, :8].abs().max() > 0

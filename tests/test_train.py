@@ -308,3 +308,15 @@ def test_every_epoch_draws_a_new_batch_order(data_dir, run_main, tmp_path, monke
     epochs = [epoch for epoch, _ in seen]
     assert epochs[-2:] == [0, 1]
     assert seen[-2][1] != seen[-1][1]
+
+
+def test_a_fixed_dim_run_trains_one_size_and_is_evaluated_at_every_dim(
+    data_dir, run_main, tmp_path
+):
+    run_dir = tmp_path / "run"
+    run_main(
+        ["+exp=allnli_fixed_dim", *FAST, "matryoshka.fixed_dim=8", "trainer.max_steps=2"], run_dir
+    )
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["train_dims"] == [8] and results["weights"] == [0.0, 0.0, 1.0, 0.0]
+    assert results["eval_dims"] == [32, 16, 8, 4] and set(results["test"]) == {"32", "16", "8", "4"}

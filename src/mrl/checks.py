@@ -133,6 +133,7 @@ OPTIONS: dict[str, Callable] = {
     "matryoshka.min_dim_ratio": number(0, above=True, below=1.0000001),
     "matryoshka.weights": weights,
     "matryoshka.n_dims_per_step": n_dims_per_step,
+    "matryoshka.fixed_dim": whole(1, optional=True),
     "loss.scale": number(0, above=True),
     "loss.cached_mini_batch_size": whole(1, optional=True),
     "loss.on_nonfinite": one_of("stop", "skip"),

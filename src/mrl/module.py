@@ -13,7 +13,13 @@ from mrl.encoder import Encoder, backbone_hidden_size
 from mrl.errors import ConfigError
 from mrl.matryoshka import GlobalBatch, MatryoshkaLoss
 from mrl.metrics import mean_over_log2_dims, retention, spearman_by_dim
-from mrl.schedule import check_n_dims_per_step, eval_dims, resolve_dims, resolve_weights
+from mrl.schedule import (
+    check_n_dims_per_step,
+    eval_dims,
+    fixed_dim_schedule,
+    resolve_dims,
+    resolve_weights,
+)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -32,7 +38,7 @@ DEFAULTS = {
     },
     "matryoshka": {
         "enabled": True, "dims": None, "rule": "pow2", "min_dim_ratio": 1 / 12,
-        "weights": None, "n_dims_per_step": None,
+        "weights": None, "n_dims_per_step": None, "fixed_dim": None,
     },
     "loss": {"name": "mnrl", "scale": 20.0, "cached_mini_batch_size": None, "on_nonfinite": "stop"},
     "optim": {"lr": 2e-5, "weight_decay": 0.01, "warmup_ratio": 0.1},
@@ -42,8 +48,7 @@ FLAT_KEYS = {"matryoshka": ("matryoshka", "enabled"), "loss": ("loss", "name")}
 
 
 def grouped_hparams(hparams: dict) -> dict:
-    """A checkpoint's hyper-parameters as {model, matryoshka, loss, optim} groups, whether it
-    was saved with grouped arguments or with the flat ones of earlier versions."""
+    """A checkpoint's hyper-parameters as the four groups, from grouped or old flat keys."""
     if isinstance(hparams.get("model"), dict):
         return {group: {**DEFAULTS[group], **hparams.get(group, {})} for group in DEFAULTS}
     groups = {group: dict(values) for group, values in DEFAULTS.items()}
@@ -83,6 +88,8 @@ class MatryoshkaModule(L.LightningModule):
         hidden = backbone_hidden_size(mc["backbone"], mc["trust_remote_code"])
         self.schedule_dims = resolve_dims(hidden, m["dims"], m["rule"], m["min_dim_ratio"])
         self.weights = resolve_weights(self.schedule_dims, m["weights"], given_dims=m["dims"])
+        if m["fixed_dim"] is not None:  # trained for one size: the loss at that prefix only
+            self.schedule_dims, self.weights = fixed_dim_schedule(self.schedule_dims, m, hidden)
         self.eval_dims = eval_dims(hidden, self.schedule_dims, m["min_dim_ratio"])
         check_n_dims_per_step(m["n_dims_per_step"], len(self.schedule_dims))
         if lo["on_nonfinite"] not in ("stop", "skip"):
@@ -265,9 +272,8 @@ class MatryoshkaModule(L.LightningModule):
             loader.load_state_dict(state)
 
     def on_train_epoch_start(self) -> None:
-        # Lightning sets the epoch of a loader's sampler, not of a batch sampler like ours:
-        # without this every epoch would repeat the first epoch's batches (overfit_batches
-        # keeps its fixed batches on purpose)
+        # Lightning sets the epoch of a loader's sampler, not of our batch sampler: without this
+        # every epoch repeats the first one's batches (overfit_batches keeps its own on purpose)
         sampler = getattr(self.trainer.train_dataloader, "batch_sampler", None)
         if hasattr(sampler, "set_epoch") and not self.trainer.overfit_batches:
             sampler.set_epoch(self.current_epoch)

@@ -168,3 +168,28 @@ def eval_dims(
     return sorted(
         set(schedule) | set(dims_from_rule(hidden_size, "pow2", min_dim_ratio)), reverse=True
     )
+
+
+def fixed_dim_schedule(
+    schedule: Sequence[int], matryoshka: dict, width: int
+) -> tuple[list[int], list[float]]:
+    """A model trained for one size only (the MRL paper's fixed-feature baseline): the loss at
+    the `fixed_dim` prefix alone, weight 1 there and 0 at every other schedule dim (which are
+    still logged and evaluated). The fixed dim joins the schedule if it is not in it.
+    `matryoshka` is the config group (`fixed_dim`, `enabled`, `n_dims_per_step`)."""
+    fixed_dim = matryoshka["fixed_dim"]
+    if isinstance(fixed_dim, (list, tuple)) or fixed_dim is None:
+        raise ConfigError(f"matryoshka.fixed_dim={fixed_dim!r} must be one dimension, e.g. 64.")
+    (fixed_dim,) = check_dims([fixed_dim], width, "matryoshka.fixed_dim")
+    if not matryoshka["enabled"]:
+        raise ConfigError(
+            "matryoshka.fixed_dim trains one prefix with the Matryoshka loss, but "
+            "matryoshka.enabled=false trains the full width; use one or the other."
+        )
+    if matryoshka["n_dims_per_step"] not in (None, -1):
+        raise ConfigError(
+            "matryoshka.fixed_dim trains one dim, so matryoshka.n_dims_per_step has nothing to "
+            "pick from; leave it null."
+        )
+    dims = sorted(set(schedule) | {fixed_dim}, reverse=True)
+    return dims, [1.0 if d == fixed_dim else 0.0 for d in dims]

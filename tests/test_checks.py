@@ -46,6 +46,8 @@ def _fails_in_one_line(run_main, run_dir, overrides, capsys) -> str:
         ("loss.name=nope", "loss.name='nope' is unknown; use one of mnrl"),
         # a sweeper must never select on test
         ("optimized_metric=test/spearman@32", "must be a validation quantity"),
+        # found by the fuzz: Lightning's own TypeError
+        ("trainer.devices=[0]", "trainer.devices=[0] names GPUs, but this run is on the CPU"),
     ],
 )
 def test_bad_option_is_one_line_before_any_work(
@@ -134,8 +136,9 @@ def test_validation_runs_at_the_end_when_training_was_too_short_for_one(
 FUZZED_OPTIONS = [
     "seed", "model.pooling", "model.chunk_size", "model.compile", "matryoshka.enabled",
     "matryoshka.dims", "matryoshka.rule", "matryoshka.min_dim_ratio", "matryoshka.weights",
-    "matryoshka.n_dims_per_step", "matryoshka.fixed_dim", "loss.name", "loss.scale", "loss.cached_mini_batch_size",
-    "loss.on_nonfinite", "optim.lr", "optim.weight_decay", "optim.warmup_ratio",
+    "matryoshka.n_dims_per_step", "matryoshka.fixed_dim", "loss.name", "loss.scale",
+    "loss.cached_mini_batch_size", "loss.on_nonfinite", "optim.lr", "optim.weight_decay",
+    "optim.warmup_ratio",
     "data.batch_size", "data.max_seq_length", "data.max_train_samples", "data.no_duplicates",
     "data.num_workers", "eval.batch_size", "eval.score_untrained", "callbacks.progress_bar",
     "callbacks.checkpoint_every_n_steps", "trainer.max_epochs", "trainer.max_steps",

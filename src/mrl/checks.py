@@ -182,13 +182,11 @@ OPTIONS: dict[str, Callable] = {
 
 
 def optimized_metric(value):
-    if isinstance(value, str) and (
-        value == "val/spearman_mean_log2" or re.fullmatch(r"val/spearman@[1-9]\d*", value)
-    ):
+    valid = r"val/spearman_mean_log2|val/spearman@[1-9]\d*"
+    if isinstance(value, str) and re.fullmatch(valid, value):
         return None
     return (
-        "must be a validation quantity: val/spearman_mean_log2 or val/spearman@<dim> "
-        "(selecting on test would tune on the test set)"
+        "must be a validation quantity: val/spearman_mean_log2 or val/spearman@<dim> (never test)"
     )
 
 
@@ -266,6 +264,10 @@ def check_combinations(cfg: DictConfig, trainer: dict) -> None:
                 f"trainer.precision={precision} but {torch.cuda.get_device_name()} has no bf16; "
                 "use trainer.precision=16-mixed."
             )
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and not (n_devices == "auto" or (_is_int(n_devices) and n_devices > 0)):
+        msg = f"trainer.devices={n_devices} names GPUs, but this run is on the CPU; give a number"
+        raise ConfigError(f"{msg} of processes (trainer.devices=2) or use a GPU trainer.")
     if accelerator == "cpu" and precision.startswith("16"):
         raise ConfigError(
             f"trainer.precision={precision} is not available on the CPU; use 32-true or bf16-mixed."

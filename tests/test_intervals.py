@@ -147,7 +147,7 @@ def test_bad_input_is_one_config_error_line(change, message):
     assert "\n" not in str(error.value)
 
 
-# 100 simulations of 300 pairs, 3 seeds per group, n_boot 500: about 5 s each test on one core.
+# 100 simulations of 300 pairs, 3 seeds per group, n_boot 500: about 7 s each test on one core.
 N_SIMULATIONS, N_PAIRS, N_SEEDS, N_BOOT = 100, 300, 3, 500
 
 

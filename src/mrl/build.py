@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from mrl.hub import wandb_mode
 from mrl.module import MatryoshkaModule
 from mrl.redact import redact
 from mrl.reliability import AtomicCheckpointIO, StopOnSignal
-from mrl.run_folder import CHECKPOINTS, METRICS, RunFolder
+from mrl.run_folder import CHECKPOINTS, METRICS, RunFolder, write_atomic
 
 
 def plain(node) -> dict:
@@ -86,14 +87,19 @@ class HistoryWriter(ExperimentWriter):
         if not path.is_file():
             return
         with path.open(newline="") as file:
-            rows = list(csv.DictReader(file))
+            reader = csv.DictReader(file)
+            header, rows = list(reader.fieldnames or []), list(reader)
         keep = [
-            {k: v for k, v in row.items() if v != ""}
+            row
             for row in rows
             if self.resume_step is not None and int(float(row.get("step") or 0)) < self.resume_step
         ]
-        path.unlink()
-        self.metrics = keep  # written back, with the header, at the first save
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(keep)
+        write_atomic(path, out.getvalue())  # the kept history is on disk before training goes on
+        self.metrics_keys = header  # later rows append under this header (or rewrite it)
 
 
 class HistoryCSVLogger(CSVLogger):

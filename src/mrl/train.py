@@ -161,8 +161,11 @@ def log_curve_to_wandb(trainer: L.Trainer, results: RunResults) -> None:
             )
 
 
-def objective(results: RunResults, metric: str) -> float:
-    """The value of `optimized_metric` (validation only, checked in mrl.checks) for a sweeper."""
+def objective(results: RunResults, metric: str) -> float | None:
+    """The value of `optimized_metric` (validation only, checked in mrl.checks) for a sweeper;
+    None when the run has no validation scores (e.g. trainer.limit_val_batches=0)."""
+    if not results.validation:
+        return None
     if metric == "val/spearman_mean_log2":
         return mean_over_log2_dims(results.validation)
     dim = int(metric.removeprefix("val/spearman@"))

@@ -178,7 +178,7 @@ def test_missing_files_columns_and_bad_rows_are_one_line(beir_dir):
     corpus.write_text(good + json.dumps({"_id": "d1", "text": "again"}) + "\n")
     _refused("corpus.jsonl line 5 repeats _id 'd1' (first at line 2)")
     corpus.write_text(good + '{"_id": "d9", "text": \n')
-    _refused("corpus.jsonl line 5 is cut off or not JSON")
+    _refused("corpus.jsonl could not be read as JSON Lines: line 5 is cut off or not JSON")
     corpus.write_text(good + json.dumps({"_id": "d9", "text": 3}) + "\n")
     _refused("corpus.jsonl line 5: text is 3, not a string")
     corpus.unlink()

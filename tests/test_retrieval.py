@@ -106,9 +106,14 @@ def test_empty_or_malformed_corpus_is_one_line(tmp_path, capsys):
              "number.jsonl": b'{"text": "a"}\n\n{"text": 3}\n'}  # fmt: skip
     for name, data in lines.items():
         (tmp_path / name).write_bytes(data)
-    with pytest.raises(ValueError, match=r"cut.jsonl line 2 is cut off or not JSON"):
+    with pytest.raises(
+        ValueError,
+        match=r"cut.jsonl could not be read as JSON Lines: line 2 is cut off or not JSON",
+    ):
         read_texts(tmp_path / "cut.jsonl")
-    with pytest.raises(ValueError, match=r"latin.jsonl line 1 is not UTF-8"):
+    with pytest.raises(
+        ValueError, match=r"latin.jsonl could not be read as JSON Lines: line 1 is not valid UTF-8"
+    ):
         read_texts(tmp_path / "latin.jsonl")
     with pytest.raises(ValueError, match=r"number.jsonl line 3: 'text' is 3, not a string"):
         read_texts(tmp_path / "number.jsonl")

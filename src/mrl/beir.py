@@ -19,6 +19,7 @@ from pathlib import Path
 
 from mrl.errors import ConfigError
 from mrl.hub import MIRROR_HINT, hub_reachable
+from mrl.sources import json_objects
 
 CORPUS, QUERIES = "corpus.jsonl", "queries.jsonl"
 QRELS_COLUMNS = ("query-id", "corpus-id", "score")
@@ -129,17 +130,7 @@ def _lines(path: Path):
 
 def _jsonl_rows(path: Path, title: bool) -> list[tuple[str, str, str]]:
     """(where, id, text) of every line of a BEIR corpus or queries file."""
-    rows = []
-    for number, line in _lines(path):
-        try:
-            row = json.loads(line)
-        except ValueError:
-            raise ConfigError(
-                f"{path} line {number} is cut off or not JSON; fix or delete that line."
-            ) from None
-        if not isinstance(row, dict):
-            raise ConfigError(f"{path} line {number} is not a JSON object; fix that line.")
-        rows.append((f"line {number}", row))
+    rows = [(f"line {number}", row) for number, row in json_objects(path, ("_id", "text"))]
     return _checked_rows(rows, str(path), title)
 
 

@@ -54,29 +54,18 @@ def read_texts(path: Path, field: str = "text") -> list[str]:
     with a one-line error naming the file and line when one cannot be read."""
     if not path.is_file():
         raise ConfigError(f"{path} does not exist; give a JSON Lines file with a {field!r} field.")
+    from mrl.sources import json_objects
+
     texts = []
-    with path.open("rb") as file:
-        for number, raw in enumerate(file, 1):
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError:
-                raise ConfigError(f"{path} line {number} is not UTF-8; re-encode it.") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                raise ConfigError(
-                    f"{path} line {number} is cut off or not JSON; fix or delete that line."
-                ) from None
-            if not isinstance(row, dict) or field not in row:
-                raise ConfigError(f"{path} line {number} has no {field!r} field; fix the line.")
-            value = row[field]
-            if value is not None and not isinstance(value, str):
-                bad = json.dumps(value)[:40]
-                raise ConfigError(f"{path} line {number}: {field!r} is {bad}, not a string.")
-            if value and value.strip():
-                texts.append(value)
+    for number, row in json_objects(path, (field,)):
+        if field not in row:
+            raise ConfigError(f"{path} line {number} has no {field!r} field; fix the line.")
+        value = row[field]
+        if value is not None and not isinstance(value, str):
+            bad = json.dumps(value)[:40]
+            raise ConfigError(f"{path} line {number}: {field!r} is {bad}, not a string.")
+        if value and value.strip():
+            texts.append(value)
     if not texts:
         raise ConfigError(f"{path} holds no texts (no non-empty {field!r}); give a non-empty file.")
     return texts

@@ -10,7 +10,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,15 +106,13 @@ def load_source(source: Source) -> datasets.Dataset:
     return _drop_bad_rows(ds, origin, source.text_columns, "score" not in source.columns)
 
 
-def _check_jsonl(path: Path, columns: Sequence[str]) -> list[int]:
-    """The 1-based line number of each row of a local JSON Lines file, in one pass.
+def json_objects(path: Path, fields: Sequence[str] = ()) -> Iterator[tuple[int, dict]]:
+    """(1-based line number, object) of each non-blank line of a UTF-8 JSON Lines file.
 
-    Raises ConfigError if no line has a field, else at the first line that is not UTF-8, not
-    one JSON object, or has a value of the wrong type in one of `columns`. Blank lines are
-    skipped, as `datasets` does; a field absent from a line becomes null, so `load_source`
-    judges it with the others.
+    The one reader of JSON Lines: training and eval sources, BEIR corpora and queries, and
+    retrieval's text files. The first line that is not UTF-8, not JSON, or not an object is
+    one ConfigError naming the file and line (`fields`: what an object should hold, for it).
     """
-    lines, has_fields = [], False
     with path.open("rb") as file:
         for number, raw in enumerate(file, start=1):
             try:
@@ -138,14 +136,27 @@ def _check_jsonl(path: Path, columns: Sequence[str]) -> list[int]:
             if not isinstance(row, dict):
                 raise ConfigError(
                     f"{path} line {number} is {json.dumps(row)[:40]}, not an object with the "
-                    f"fields {list(columns)}; fix or delete that line."
+                    f"fields {list(fields)}; fix or delete that line."
                 )
-            for column in (c for c in columns if c in row):  # absent: see load_source
-                problem = _field_problem(column, row[column])
-                if problem:
-                    raise ConfigError(f"{path} line {number}: {problem}; fix or delete that line.")
-            lines.append(number)
-            has_fields = has_fields or bool(row)
+            yield number, row
+
+
+def _check_jsonl(path: Path, columns: Sequence[str]) -> list[int]:
+    """The 1-based line number of each row of a local JSON Lines file, in one pass.
+
+    Raises ConfigError if no line has a field, else at the first line that is not UTF-8, not
+    one JSON object, or has a value of the wrong type in one of `columns`. Blank lines are
+    skipped, as `datasets` does; a field absent from a line becomes null, so `load_source`
+    judges it with the others.
+    """
+    lines, has_fields = [], False
+    for number, row in json_objects(path, columns):
+        for column in (c for c in columns if c in row):  # absent: see load_source
+            problem = _field_problem(column, row[column])
+            if problem:
+                raise ConfigError(f"{path} line {number}: {problem}; fix or delete that line.")
+        lines.append(number)
+        has_fields = has_fields or bool(row)
     if not has_fields:  # `datasets` would fail with "corresponds to no data"
         raise ConfigError(
             f"{path} holds no rows (no line has any field); fill it with {list(columns)} rows "

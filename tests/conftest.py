@@ -50,6 +50,20 @@ def make_data_dir(root: Path, n_triplets: int = 48, n_pairs: int = 40, seed: int
     return root
 
 
+def offline_env(tmp_path: Path) -> dict:
+    """The environment of a train.py subprocess on a tiny mirror under `tmp_path`, offline."""
+    import os
+
+    env = {
+        **os.environ,
+        "MRL_DATA_DIR": str(make_data_dir(tmp_path / "data")),
+        "MRL_OUTPUT_DIR": str(tmp_path / "out"),
+        "WANDB_MODE": "offline",
+    }
+    env.pop("MRL_MODEL_DIR", None)
+    return env
+
+
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch) -> Path:
     """A tiny data mirror, exported as MRL_DATA_DIR for the test."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from tests.conftest import ROOT, make_data_dir
+from tests.conftest import ROOT, offline_env
 
 VALUE = "trial_value.json"
 HERE = "tests.test_hparams_search"  # importable in the subprocess (cwd: the repo root)
@@ -59,13 +58,7 @@ STUDY = [
 
 
 def run_study(tmp_path: Path) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "MRL_DATA_DIR": str(make_data_dir(tmp_path / "data")),
-        "MRL_OUTPUT_DIR": str(tmp_path / "out"),
-        "WANDB_MODE": "offline",
-    }
-    env.pop("MRL_MODEL_DIR", None)
+    env = offline_env(tmp_path)
     return subprocess.run(
         [sys.executable, "train.py", *STUDY],
         cwd=ROOT,

@@ -1,14 +1,13 @@
 """`python train.py -m` sweeps end to end: job folders, the report, re-runs and failed jobs."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
 from mrl.report import collect
-from tests.conftest import ROOT, make_data_dir
+from tests.conftest import ROOT, offline_env
 
 SWEEP = [
     "+sweep=weights",
@@ -25,13 +24,7 @@ SWEEP = [
 
 
 def run_sweep(tmp_path, *overrides):
-    env = {
-        **os.environ,
-        "MRL_DATA_DIR": str(make_data_dir(tmp_path / "data")),
-        "MRL_OUTPUT_DIR": str(tmp_path / "out"),
-        "WANDB_MODE": "offline",
-    }
-    env.pop("MRL_MODEL_DIR", None)
+    env = offline_env(tmp_path)
     return subprocess.run(
         [sys.executable, "train.py", "-m", *SWEEP, *overrides],
         cwd=ROOT,

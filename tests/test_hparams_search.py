@@ -15,7 +15,7 @@ from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from tests.conftest import ROOT, offline_env
+from tests.conftest import FAST, ROOT, offline_env
 
 VALUE = "trial_value.json"
 HERE = "tests.test_hparams_search"  # importable in the subprocess (cwd: the repo root)
@@ -42,10 +42,7 @@ STUDY = [
     "-m",
     "hparams_search=mrl_optuna",
     "+exp=allnli_mrl",
-    "model=tiny",
-    "trainer=cpu",
-    "logger=csv",
-    "callbacks.progress_bar=none",
+    *FAST,
     "trainer.max_steps=2",
     "data.batch_size=8",
     "optim.warmup_ratio=0",

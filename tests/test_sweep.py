@@ -7,14 +7,11 @@ import sys
 import pytest
 
 from mrl.report import collect
-from tests.conftest import ROOT, offline_env
+from tests.conftest import FAST, ROOT, offline_env
 
 SWEEP = [
     "+sweep=weights",
-    "model=tiny",
-    "trainer=cpu",
-    "logger=csv",
-    "callbacks.progress_bar=none",
+    *FAST,
     "trainer.max_steps=2",
     "data.batch_size=8",
     "optim.lr=1e-2",

@@ -32,6 +32,16 @@ def test_fast_dev_run_writes_results_and_curve(data_dir, run_main, tmp_path, exp
     assert [int(r["dim"]) for r in rows] == [32, 16, 8, 4]
     assert float(rows[0]["test_retention"]) == pytest.approx(1.0)
     assert (run_dir / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    # the per-pair test similarities behind the intervals give back the test Spearman
+    from scipy.stats import spearmanr
+
+    from mrl.pairs import load_pairs
+
+    pairs = load_pairs(run_dir / "test_pairs.npz")
+    assert list(pairs.sims) == [32, 16, 8, 4]
+    for dim, sims in pairs.sims.items():
+        rho = spearmanr(sims, pairs.gold).statistic
+        assert rho == pytest.approx(results["test"][str(dim)], abs=1e-5)
 
 
 def test_short_run_logs_every_dim_resumes_and_overlays(data_dir, run_main, tmp_path):

@@ -17,6 +17,22 @@ from scipy.stats import spearmanr
 from mrl.losses import truncate_and_normalize
 
 
+def pair_similarities(
+    embeddings1: torch.Tensor, embeddings2: torch.Tensor, dims: Sequence[int]
+) -> dict[int, np.ndarray]:
+    """The cosine of each pair's renormalised dims-prefix, per dim: what `spearman_by_dim`
+    ranks, kept so intervals can resample the test pairs later (`mrl.intervals`)."""
+    e1, e2 = embeddings1.float(), embeddings2.float()
+    return {
+        int(dim): (truncate_and_normalize(e1, dim) * truncate_and_normalize(e2, dim))
+        .sum(-1)
+        .cpu()
+        .numpy()
+        .astype(np.float32)
+        for dim in dims
+    }
+
+
 def spearman_by_dim(
     embeddings1: torch.Tensor,
     embeddings2: torch.Tensor,
@@ -25,12 +41,8 @@ def spearman_by_dim(
 ) -> dict[int, float]:
     """Spearman correlation between gold scores and the cosine of each dims-prefix pair."""
     gold = np.asarray(torch.as_tensor(gold_scores, dtype=torch.float64).cpu())
-    e1, e2 = embeddings1.float(), embeddings2.float()
-    result = {}
-    for dim in dims:
-        cosine = (truncate_and_normalize(e1, dim) * truncate_and_normalize(e2, dim)).sum(-1)
-        result[int(dim)] = float(spearmanr(cosine.cpu().numpy(), gold).statistic)
-    return result
+    sims = pair_similarities(embeddings1, embeddings2, dims)
+    return {dim: float(spearmanr(cosine, gold).statistic) for dim, cosine in sims.items()}
 
 
 def retention(scores: dict[int, float]) -> dict[int, float]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-
 import lightning as L
 import torch
 from transformers import get_linear_schedule_with_warmup
@@ -12,7 +10,9 @@ from mrl.cached import cached_step
 from mrl.encoder import Encoder, backbone_hidden_size
 from mrl.errors import ConfigError
 from mrl.matryoshka import GlobalBatch, MatryoshkaLoss
-from mrl.metrics import mean_over_log2_dims, retention, spearman_by_dim
+from mrl.metrics import mean_over_log2_dims, pair_similarities, retention, spearman_by_dim
+from mrl.pairs import TestPairs
+from mrl.random_states import random_states, restore_random_states
 from mrl.schedule import (
     check_n_dims_per_step,
     eval_dims,
@@ -83,8 +83,7 @@ class MatryoshkaModule(L.LightningModule):
         given = {"model": model, "matryoshka": matryoshka, "loss": loss, "optim": optim}
         groups = {g: {**DEFAULTS[g], **(given[g] or {})} for g in DEFAULTS}
         self.save_hyperparameters(groups)
-        m, lo = groups["matryoshka"], groups["loss"]
-        mc = groups["model"]
+        m, lo, mc = groups["matryoshka"], groups["loss"], groups["model"]
         hidden = backbone_hidden_size(mc["backbone"], mc["trust_remote_code"])
         self.schedule_dims = resolve_dims(hidden, m["dims"], m["rule"], m["min_dim_ratio"])
         self.weights = resolve_weights(self.schedule_dims, m["weights"], given_dims=m["dims"])
@@ -100,7 +99,6 @@ class MatryoshkaModule(L.LightningModule):
         self.loss = MatryoshkaLoss(
             lo["name"], self.schedule_dims, train_weights, lo["scale"], m["n_dims_per_step"]
         )
-        mc = groups["model"]
         self.encoder = Encoder(
             mc["backbone"], mc["pooling"], mc["chunk_size"], mc["trust_remote_code"]
         )
@@ -113,6 +111,7 @@ class MatryoshkaModule(L.LightningModule):
         self.automatic_optimization = lo["cached_mini_batch_size"] is None
         self._eval_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.eval_results: dict[str, dict[int, float]] = {}
+        self.eval_pairs: dict[str, TestPairs] = {}  # per-pair similarities, for intervals
 
     @property
     def train_weights(self) -> list[float]:
@@ -224,6 +223,8 @@ class MatryoshkaModule(L.LightningModule):
         left, right, scores = self._gather_eval_outputs()
         spearman = spearman_by_dim(left, right, scores, self.eval_dims)
         self.eval_results[prefix] = spearman
+        sims = pair_similarities(left, right, self.eval_dims)
+        self.eval_pairs[prefix] = TestPairs(scores.float().cpu().numpy(), sims)
         # every rank holds the same gathered set and the same values; sync_dist just agrees
         for dim, value in spearman.items():
             self.log(f"{prefix}/spearman@{dim}", value, sync_dist=True)
@@ -244,22 +245,13 @@ class MatryoshkaModule(L.LightningModule):
         """Random states and the position in the epoch's batch order go with the weights, so
         a resumed run sees the same next batch, dropout masks and `n_dims_per_step` subsets
         as an uninterrupted one."""
-        checkpoint["rng_states"] = {
-            "torch": torch.get_rng_state(),
-            "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }
+        checkpoint["rng_states"] = random_states()
         loader = self.trainer.train_dataloader
         if hasattr(loader, "state_dict"):
             checkpoint["train_loader"] = loader.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        states = checkpoint.get("rng_states")
-        if states:
-            torch.set_rng_state(states["torch"])
-            random.setstate(states["python"])
-            if states["cuda"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(states["cuda"])
+        restore_random_states(checkpoint.get("rng_states"))
         self._train_loader_state = checkpoint.get("train_loader")
 
     def on_train_start(self) -> None:

@@ -27,6 +27,7 @@ from mrl.errors import ConfigError
 from mrl.export import export_encoder
 from mrl.metrics import mean_over_log2_dims
 from mrl.module import NonFiniteLoss
+from mrl.pairs import PAIRS, write_pairs
 from mrl.redact import redact, refuse_secret_overrides
 from mrl.results import RunResults, curve_rows, load_results, summary_table, write_run_outputs
 from mrl.run_folder import RunFolder, RunFolderBusy, write_atomic
@@ -132,6 +133,8 @@ def run(cfg: DictConfig, folder: RunFolder, overrides: list[str]) -> RunResults 
                 module.encoder, run.datamodule.tokenizer, folder.export, cfg.data.max_seq_length,
                 cfg.model.backbone, results,
             )  # fmt: skip
+        write_pairs(folder.path / PAIRS, module.eval_pairs["test"].gold,
+                    module.eval_pairs["test"].sims)  # fmt: skip
         write_run_outputs(folder.path, results, compare)
         log_curve_to_wandb(trainer, results)
         print(f"\n{summary_table(results)}run folder: {folder.path}")

@@ -190,6 +190,7 @@ def test_hub_rows_are_checked_the_same_way(monkeypatch):
     import datasets
 
     import mrl.beir
+    import mrl.hub
 
     tables = {
         ("corpus", "corpus"): [{"_id": "1", "title": "A", "text": "x"}, {"_id": "2", "text": "y"}],
@@ -197,7 +198,7 @@ def test_hub_rows_are_checked_the_same_way(monkeypatch):
         (None, "test"): [{"query-id": 7, "corpus-id": 2}],
     }
     monkeypatch.delenv("MRL_DATA_DIR", raising=False)
-    monkeypatch.setattr(mrl.beir, "hub_reachable", lambda: True)
+    monkeypatch.setattr(mrl.hub, "hub_reachable", lambda: True)
     monkeypatch.setattr(
         datasets, "load_dataset", lambda hub, subset, split, revision: tables[(subset, split)]
     )
@@ -210,11 +211,14 @@ def test_hub_rows_are_checked_the_same_way(monkeypatch):
 
 
 def test_no_mirror_and_no_hub_is_one_line(monkeypatch):
-    import mrl.beir
+    import mrl.hub
 
     monkeypatch.delenv("MRL_DATA_DIR", raising=False)
-    monkeypatch.setattr(mrl.beir, "hub_reachable", lambda: False)
-    _refused("retrieval set 'BeIR/scifact' needs the Hugging Face Hub, which is unreachable; set")
+    monkeypatch.setattr(mrl.hub, "hub_reachable", lambda: False)
+    _refused(
+        "retrieval set 'BeIR/scifact' needs the Hugging Face Hub, which is unreachable, and is "
+        "not in the Hugging Face cache"
+    )
 
 
 # ---- the same numbers as sentence-transformers' evaluator, at several dims ----

@@ -62,6 +62,48 @@ def test_offline_without_mirror_names_the_variables(monkeypatch):
         hub.hub_reachable.cache_clear()
 
 
+def _put_in_hf_cache(cache, hub_id, subset, split, rows, tmp_path):
+    """Lay `rows` out the way an online `load_dataset(hub_id, subset)` leaves them in the
+    Hugging Face datasets cache (<namespace>___<name>/<subset>/<version>/<hash>/)."""
+    import shutil
+
+    from datasets.packaged_modules.json.json import Json
+
+    source = tmp_path / "rows.jsonl"
+    write_jsonl(source, rows)
+    name = hub_id.split("/")[-1]
+    builder = Json(
+        cache_dir=str(tmp_path / "build"), dataset_name=name, config_name=subset,
+        data_files={split: str(source)},
+    )  # fmt: skip
+    builder.download_and_prepare()
+    target = cache / hub_id.replace("/", "___") / subset / "0.0.0" / "0123456789abcdef"
+    shutil.copytree(builder.cache_dir, target)
+
+
+def test_dataset_in_the_hf_cache_loads_offline(monkeypatch, tmp_path):
+    import datasets.config
+
+    cache = tmp_path / "hf-datasets"
+    rows = [{"anchor": f"a{i}", "positive": f"p{i}", "negative": f"n{i}"} for i in range(6)]
+    _put_in_hf_cache(
+        cache, TRIPLETS.hub_id, TRIPLETS.hub_subset, TRIPLETS.hub_split, rows, tmp_path
+    )
+    monkeypatch.delenv("MRL_DATA_DIR", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(cache))
+    hub.hub_reachable.cache_clear()
+    try:
+        ds = load_source(TRIPLETS)
+        assert ds["anchor"] == [f"a{i}" for i in range(6)]
+        # an empty cache: the one-line error says both places were looked in
+        monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "empty"))
+        with pytest.raises(ConfigError, match="not in the Hugging Face cache .*empty"):
+            load_source(TRIPLETS)
+    finally:
+        hub.hub_reachable.cache_clear()
+
+
 def _rows(n, dup_every=3):
     # every `dup_every`-th row shares its positive with the previous row
     rows = []

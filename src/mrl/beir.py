@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mrl.errors import ConfigError
-from mrl.hub import MIRROR_HINT, hub_reachable
+from mrl.hub import load_hub_dataset
 from mrl.sources import json_objects
 
 CORPUS, QUERIES = "corpus.jsonl", "queries.jsonl"
@@ -90,11 +90,6 @@ def load_beir(source: BeirSource) -> BeirSet:
         qrels = _tsv_qrels(folder / source.qrels_file)
         names = (str(folder / CORPUS), str(folder / QUERIES), str(folder / source.qrels_file))
     else:
-        if not hub_reachable():
-            raise ConfigError(
-                f"retrieval set {source.hub_id!r} needs the Hugging Face Hub, which is "
-                f"unreachable; {MIRROR_HINT} (MRL_DATA_DIR must hold {source.local_dir}/)."
-            )
         qrels_id = source.qrels_hub_id or source.hub_id
         parts = (
             (source.hub_id, source.corpus_subset, source.corpus_split),
@@ -110,9 +105,7 @@ def load_beir(source: BeirSource) -> BeirSet:
 
 
 def _hub_rows(hub_id: str, subset: str | None, split: str, revision: str | None):
-    import datasets
-
-    ds = datasets.load_dataset(hub_id, subset, split=split, revision=revision)
+    ds = load_hub_dataset(hub_id, subset, split, revision, "retrieval set")
     return [(f"row {i + 1}", row) for i, row in enumerate(ds)]
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import datasets
 
 from mrl.errors import ConfigError
-from mrl.hub import MIRROR_HINT, hub_reachable
+from mrl.hub import load_hub_dataset
 
 log = logging.getLogger("mrl")
 
@@ -80,13 +80,8 @@ def load_source(source: Source) -> datasets.Dataset:
         def where(i: int) -> str:
             return f"line {lines[i]}"
     else:
-        if not hub_reachable():
-            raise ConfigError(
-                f"dataset {source.hub_id!r} needs the Hugging Face Hub, which is unreachable; "
-                f"{MIRROR_HINT}."
-            )
-        ds = datasets.load_dataset(
-            source.hub_id, source.hub_subset, split=source.hub_split, revision=source.revision
+        ds = load_hub_dataset(
+            source.hub_id, source.hub_subset, source.hub_split, source.revision, "dataset"
         )
         origin, score_max = f"{source.hub_id} ({source.hub_split})", source.hub_score_max
 

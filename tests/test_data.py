@@ -104,6 +104,32 @@ def test_dataset_in_the_hf_cache_loads_offline(monkeypatch, tmp_path):
         hub.hub_reachable.cache_clear()
 
 
+def test_a_list_of_negatives_becomes_k_columns_and_too_few_is_one_line(monkeypatch, tmp_path):
+    import dataclasses
+
+    rows = [
+        {"anchor": f"a{i}", "positive": f"p{i}", "negatives": [f"n{i}.{j}" for j in range(3)]}
+        for i in range(4)
+    ]
+    write_jsonl(tmp_path / "mined.jsonl", rows)
+    monkeypatch.setenv("MRL_DATA_DIR", str(tmp_path))
+    source = Source("x/y", "train", "mined.jsonl", ("anchor", "positive", "negatives"),
+                    negatives_k=2)  # fmt: skip
+    assert source.text_columns == ("anchor", "positive", "negatives_1", "negatives_2")
+    ds = load_source(source)
+    assert ds.column_names == ["anchor", "positive", "negatives_1", "negatives_2"]
+    assert ds["negatives_2"] == ["n0.1", "n1.1", "n2.1", "n3.1"]
+    with pytest.raises(ConfigError, match="line 1 has 3 negatives in 'negatives', fewer than "
+                                          "negatives_k=4; lower negatives_k"):  # fmt: skip
+        load_source(dataclasses.replace(source, negatives_k=4))
+    with pytest.raises(ConfigError, match="negatives_k=0 must be null or a whole number >= 1"):
+        load_source(dataclasses.replace(source, negatives_k=0))
+    rows[2]["negatives"] = "n2"
+    write_jsonl(tmp_path / "mined.jsonl", rows)
+    with pytest.raises(ConfigError, match="line 3: field negatives is not a list of texts"):
+        load_source(source)
+
+
 def _rows(n, dup_every=3):
     # every `dup_every`-th row shares its positive with the previous row
     rows = []

@@ -70,7 +70,7 @@ def tiny_model(tmp_path):
 
 
 def _pairs(path, n=40):
-    words = "red blue green cat dog bird runs sleeps eats small big old new".split()
+    words = ["red", "blue", "green", "cat", "dog", "bird", "runs", "sleeps", "eats", "old"]
     rng = np.random.default_rng(1)
     rows = []
     for i in range(n):
@@ -111,3 +111,27 @@ def test_a_pool_smaller_than_k_is_one_line(tiny_model, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: the candidate pool has 2 texts, fewer than --k 3")
     assert not (tmp_path / "m.jsonl").exists()
+
+
+def test_a_run_trains_on_k_mined_negatives_from_a_list(data_dir, run_main, compose_cfg, tmp_path):
+    from mrl.build import build_datamodule
+    from tests.conftest import FAST
+
+    triplets = [json.loads(x) for x in (data_dir / "allnli/triplets-train.jsonl").open()]
+    rows = [
+        {"anchor": t["anchor"], "positive": t["positive"],
+         "negatives": [t["negative"], triplets[(i + 1) % len(triplets)]["positive"]]}
+        for i, t in enumerate(triplets)
+    ]  # fmt: skip
+    write_jsonl(data_dir / "allnli/mined.jsonl", rows)
+    args = ["+exp=allnli_mrl", *FAST, "trainer.fast_dev_run=true", "data.batch_size=8",
+            "data.train.local_file=allnli/mined.jsonl", "data.train.negatives_k=2",
+            "data.train.columns=[anchor,positive,negatives]"]  # fmt: skip
+    # each batch stacks 4 columns: anchors, positives and the list's 2 negatives
+    datamodule = build_datamodule(compose_cfg(args))
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch["input_ids"].shape[0] == 4 * batch["n_rows"]
+    run_main(args, tmp_path / "run")
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["config"]["data"]["train"]["negatives_k"] == 2

@@ -28,6 +28,8 @@ class Source:
 
     `columns` are the text columns in order (plus `score` for STS pairs). Scores are
     divided by `hub_score_max` / `local_score_max` so they land in [0, 1] either way.
+    `negatives_k`: the last column holds a list of hard negatives per row; its first k become
+    text columns `<column>_1 .. <column>_k` (a row with fewer is refused in one line).
     """
 
     hub_id: str
@@ -38,6 +40,7 @@ class Source:
     revision: str | None = None
     hub_score_max: float = 1.0
     local_score_max: float = 1.0
+    negatives_k: int | None = None
 
     @classmethod
     def from_config(cls, cfg) -> Source:
@@ -46,8 +49,23 @@ class Source:
         return cls(**fields)
 
     @property
+    def list_column(self) -> str | None:
+        return self.columns[-1] if self.negatives_k is not None else None
+
+    @property
     def text_columns(self) -> tuple[str, ...]:
-        return tuple(c for c in self.columns if c != "score")
+        texts = tuple(c for c in self.columns if c not in ("score", self.list_column))
+        if self.list_column is None:
+            return texts
+        return texts + tuple(f"{self.list_column}_{i}" for i in range(1, self.negatives_k + 1))
+
+    def check(self) -> None:
+        k = self.negatives_k
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise ConfigError(
+                f"negatives_k={k!r} must be null or a whole number >= 1 (hard negatives per "
+                "row, taken from the list in the last column)."
+            )
 
 
 def load_source(source: Source) -> datasets.Dataset:
@@ -60,6 +78,7 @@ def load_source(source: Source) -> datasets.Dataset:
     duplicate pairs, e.g. STS-B test has one, and scores must stay comparable with published
     ones). Scores of scored pairs are rescaled to [0, 1].
     """
+    source.check()
     mirror = os.environ.get("MRL_DATA_DIR")
     if mirror:
         path = Path(mirror) / source.local_file
@@ -68,7 +87,7 @@ def load_source(source: Source) -> datasets.Dataset:
                 f"MRL_DATA_DIR={mirror} has no {source.local_file}; point MRL_DATA_DIR at a "
                 f"folder with the layout of shared/data, or unset it to use {source.hub_id}."
             )
-        lines = _check_jsonl(path, source.columns)
+        lines = _check_jsonl(path, source.columns, source.list_column)
         try:
             ds = datasets.load_dataset("json", data_files=str(path), split="train")
         except Exception as err:  # datasets wraps parse errors in several types
@@ -95,6 +114,8 @@ def load_source(source: Source) -> datasets.Dataset:
             f"expects {list(source.columns)}."
         )
     ds = ds.select_columns(list(source.columns))
+    if source.list_column is not None:
+        ds = _expanded_negatives(ds, source, origin, where)
     if "score" in source.columns:
         key = "local_score_max" if mirror else "hub_score_max"
         ds = _rescaled_scores(ds, origin, where, score_max, key)
@@ -136,7 +157,26 @@ def json_objects(path: Path, fields: Sequence[str] = ()) -> Iterator[tuple[int, 
             yield number, row
 
 
-def _check_jsonl(path: Path, columns: Sequence[str]) -> list[int]:
+def _expanded_negatives(ds, source: Source, origin: str, where) -> datasets.Dataset:
+    """The list column's first k texts as columns `<column>_1 .. _k`, in place of the list."""
+    column, k = source.list_column, source.negatives_k
+    for i, value in enumerate(ds.with_format("arrow")[column].to_pylist()):
+        if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+            raise ConfigError(
+                f"{origin} {where(i)}: field {column} is not a list of texts (negatives_k="
+                f"{k} reads hard negatives from the last column); fix the row or the columns."
+            )
+        if len(value) < k:
+            raise ConfigError(
+                f"{origin} {where(i)} has {len(value)} negatives in {column!r}, fewer than "
+                f"negatives_k={k}; lower negatives_k or drop such rows."
+            )
+    names = source.text_columns[-k:]
+    ds = ds.map(lambda row: dict(zip(names, row[column][:k], strict=True)))
+    return ds.remove_columns(column)
+
+
+def _check_jsonl(path: Path, columns: Sequence[str], list_column: str | None = None) -> list[int]:
     """The 1-based line number of each row of a local JSON Lines file, in one pass.
 
     Raises ConfigError if no line has a field, else at the first line that is not UTF-8, not
@@ -146,7 +186,13 @@ def _check_jsonl(path: Path, columns: Sequence[str]) -> list[int]:
     """
     lines, has_fields = [], False
     for number, row in json_objects(path, columns):
-        for column in (c for c in columns if c in row):  # absent: see load_source
+        value = row.get(list_column) if list_column else None
+        if list_column and not (isinstance(value, list) and all(isinstance(t, str) for t in value)):
+            raise ConfigError(
+                f"{path} line {number}: field {list_column} is not a list of texts (negatives_k "
+                "reads hard negatives from the last column); fix the row or the columns."
+            )
+        for column in (c for c in columns if c in row and c != list_column):  # absent: below
             problem = _field_problem(column, row[column])
             if problem:
                 raise ConfigError(f"{path} line {number}: {problem}; fix or delete that line.")

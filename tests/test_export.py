@@ -167,6 +167,8 @@ def test_export_loads_without_alarming_output_and_embeds_alike(tiny, tmp_path, c
 def test_hparams_of_grouped_and_flat_checkpoints():
     grouped = {"model": {"backbone": "b", "pooling": "cls", "compile": False}, "loss": {}}
     assert model_hparams(grouped) == {"backbone": "b", "pooling": "cls", "compile": False}
+    headed = {"model": {"backbone": "b", "projection_dim": 16}}  # export_run rebuilds the head
+    assert model_hparams(headed)["projection_dim"] == 16
     flat = {"backbone": "b", "pooling": "mean", "trust_remote_code": True, "lr": 1e-5}
     assert model_hparams(flat) == {"backbone": "b", "pooling": "mean", "trust_remote_code": True}
 

@@ -3,122 +3,38 @@
 Every option's type and range, the options that are each valid but impossible together (or on
 this machine), the backbone's tokenizer, and that the run folder can be written: each problem
 is one ConfigError line naming the option and the fix. Nothing is loaded but the backbone's
-config and tokenizer; no data, no weights, no folder beyond what Hydra made.
+config and tokenizer; no data, no weights, no folder beyond what Hydra made. `OPTIONS` maps
+each option to its value check (`mrl.option_values`).
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Callable
 
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from mrl.encoder import POOLINGS, check_backbone
+from mrl.encoder import POOLINGS, check_backbone, projection_dim_problem
 from mrl.errors import ConfigError
 from mrl.losses import base_loss
+from mrl.option_values import (
+    batches,
+    boolean,
+    chunk_size,
+    devices,
+    dims_list,
+    is_int,
+    n_dims_per_step,
+    number,
+    one_of,
+    optimized_metric,
+    weights,
+    whole,
+)
 from mrl.run_folder import RunFolder
-from mrl.schedule import RULES, WEIGHT_SCHEMES
+from mrl.schedule import RULES
 
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
-
-
-def whole(low: int, high: int | None = None, optional: bool = False) -> Callable:
-    def check(value):
-        if value is None and optional:
-            return None
-        if not _is_int(value) or value < low or (high is not None and value > high):
-            span = f">= {low}" if high is None else f"between {low} and {high}"
-            return f"must be a whole number {span}" + (" or null" if optional else "")
-        return None
-
-    return check
-
-
-def number(low: float, *, above: bool = False, below: float | None = None, optional=False):
-    def check(value):
-        if value is None and optional:
-            return None
-        bad = not _is_number(value) or (value <= low if above else value < low)
-        if below is not None and _is_number(value) and value >= below:
-            bad = True
-        if bad:
-            span = f"> {low}" if above else f">= {low}"
-            span += f" and < {below}" if below is not None else ""
-            return f"must be a number {span}" + (" or null" if optional else "")
-        return None
-
-    return check
-
-
-def one_of(*choices) -> Callable:
-    def check(value):
-        if value not in choices:
-            return f"must be one of {', '.join(str(c) for c in choices)}"
-        return None
-
-    return check
-
-
-def boolean(value):
-    return None if isinstance(value, bool) else "must be true or false"
-
-
-def chunk_size(value):
-    if value in ("auto", None) or (_is_int(value) and value >= 1):
-        return None
-    return "must be a whole number >= 1, auto, or null (no chunks)"
-
-
-def devices(value):
-    if value == "auto" or (_is_int(value) and (value >= 1 or value == -1)):
-        return None
-    if isinstance(value, (list, ListConfig)) and value and all(_is_int(v) for v in value):
-        return None
-    return "must be a whole number >= 1, -1, auto, or a list of device ids"
-
-
-def batches(value):
-    if value is None or (_is_int(value) and value >= 0) or (_is_number(value) and 0 <= value <= 1):
-        return None
-    return "must be null, a fraction in [0, 1] or a whole number of batches"
-
-
-def dims_list(value):
-    if value is None:
-        return None
-    if not isinstance(value, (list, ListConfig)) or not value:
-        return "must be a non-empty list of dimensions (e.g. [384,64]) or null for the rule"
-    if not all(_is_int(d) and d >= 1 for d in value):
-        return "must hold positive whole numbers only"
-    return None
-
-
-def weights(value):
-    if value is None or value in WEIGHT_SCHEMES:
-        return None
-    if isinstance(value, (list, ListConfig)):
-        if not all(_is_number(w) and w >= 0 for w in value):
-            return "must hold finite numbers >= 0 only"
-        if not any(w > 0 for w in value):
-            return "must have at least one weight > 0 (all zero trains nothing)"
-        return None
-    return f"must be null, one of {', '.join(WEIGHT_SCHEMES)}, or a list with one weight per dim"
-
-
-def n_dims_per_step(value):
-    if value is None or value == -1 or (_is_int(value) and value >= 1):
-        return None
-    return "must be a whole number >= 1, or null (or -1) for all dims"
 
 
 OPTIONS: dict[str, Callable] = {
@@ -127,6 +43,7 @@ OPTIONS: dict[str, Callable] = {
     "model.chunk_size": chunk_size,
     "model.compile": boolean,
     "model.trust_remote_code": boolean,
+    "model.projection_dim": projection_dim_problem,
     "matryoshka.enabled": boolean,
     "matryoshka.dims": dims_list,
     "matryoshka.rule": one_of(*RULES),
@@ -178,19 +95,8 @@ OPTIONS: dict[str, Callable] = {
     "trainer.deterministic": lambda v: (
         None if isinstance(v, bool) or v == "warn" else "must be true, false or warn"
     ),
+    "optimized_metric": optimized_metric,
 }
-
-
-def optimized_metric(value):
-    valid = r"val/spearman_mean_log2|val/spearman@[1-9]\d*"
-    if isinstance(value, str) and re.fullmatch(valid, value):
-        return None
-    return (
-        "must be a validation quantity: val/spearman_mean_log2 or val/spearman@<dim> (never test)"
-    )
-
-
-OPTIONS["optimized_metric"] = optimized_metric
 
 
 def check_options(cfg: DictConfig) -> None:
@@ -254,7 +160,7 @@ def check_combinations(cfg: DictConfig, trainer: dict) -> None:
                 f"trainer.accelerator={accelerator} but no CUDA device is visible; "
                 "use trainer=cpu (or check CUDA_VISIBLE_DEVICES)."
             )
-        if _is_int(n_devices) and n_devices > available:
+        if is_int(n_devices) and n_devices > available:
             raise ConfigError(
                 f"trainer.devices={n_devices} but this machine has {available} GPU(s); "
                 f"use trainer.devices={available} or trainer.devices=auto."
@@ -265,7 +171,7 @@ def check_combinations(cfg: DictConfig, trainer: dict) -> None:
                 "use trainer.precision=16-mixed."
             )
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
-    if on_cpu and not (n_devices == "auto" or (_is_int(n_devices) and n_devices > 0)):
+    if on_cpu and not (n_devices == "auto" or (is_int(n_devices) and n_devices > 0)):
         msg = f"trainer.devices={n_devices} names GPUs, but this run is on the CPU; give a number"
         raise ConfigError(f"{msg} of processes (trainer.devices=2) or use a GPU trainer.")
     if accelerator == "cpu" and precision.startswith("16"):
@@ -283,7 +189,7 @@ def check_combinations(cfg: DictConfig, trainer: dict) -> None:
             "trainer.max_epochs=-1 with trainer.max_steps=-1 would train forever; give "
             "trainer.max_steps=N or trainer.max_epochs=N."
         )
-    world = (n_devices if _is_int(n_devices) and n_devices > 0 else 1) * trainer.get("num_nodes", 1)
+    world = (n_devices if is_int(n_devices) and n_devices > 0 else 1) * trainer.get("num_nodes", 1)
     if cfg.data.batch_size < world:
         raise ConfigError(
             f"data.batch_size={cfg.data.batch_size} is smaller than the {world} processes "

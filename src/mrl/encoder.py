@@ -1,4 +1,5 @@
-"""The sentence encoder: backbone loading (Hub id, local mirror, tiny test model) and pooling."""
+"""The sentence encoder: backbone loading (Hub id, local mirror, tiny test model), pooling and
+an optional linear projection head."""
 
 from __future__ import annotations
 
@@ -116,6 +117,32 @@ def backbone_hidden_size(name: str, trust_remote_code: bool = False) -> int:
     return _from_pretrained(AutoConfig, name, trust_remote_code).hidden_size
 
 
+def encoder_width(
+    name: str, projection_dim: int | None = None, trust_remote_code: bool = False
+) -> int:
+    """The width of the embeddings the encoder returns: `projection_dim` when it has a
+    projection head, else the backbone's hidden size. The Matryoshka schedule and the eval
+    dims are prefixes of this width."""
+    check_projection_dim(projection_dim)
+    return projection_dim or backbone_hidden_size(name, trust_remote_code)
+
+
+def projection_dim_problem(projection_dim) -> str | None:
+    """What is wrong with a `model.projection_dim` value (None: nothing): it must be None (no
+    head) or a whole number >= 1. The check pass and `Encoder` both use it."""
+    whole = isinstance(projection_dim, int) and not isinstance(projection_dim, bool)
+    if projection_dim is None or (whole and projection_dim >= 1):
+        return None
+    return "must be a whole number >= 1 (the width of a linear head after pooling) or null"
+
+
+def check_projection_dim(projection_dim) -> None:
+    """One ConfigError line for a bad `model.projection_dim`."""
+    problem = projection_dim_problem(projection_dim)
+    if problem:
+        raise ConfigError(f"model.projection_dim={projection_dim!r} {problem}.")
+
+
 TOKENIZER_FILES = (
     "tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
     "tokenizer.model",
@@ -169,7 +196,8 @@ def load_backbone(name: str, trust_remote_code: bool = False) -> nn.Module:
 
 
 class Encoder(nn.Module):
-    """Token ids -> one full-width sentence embedding per text (mean or CLS pooling).
+    """Token ids -> one sentence embedding per text (mean or CLS pooling, then the projection
+    head if there is one).
 
     Texts are encoded in chunks of `chunk_size` texts of similar length, each chunk cut to its
     own longest text, so a batch with one long sentence does not pad every other to its
@@ -177,6 +205,12 @@ class Encoder(nn.Module):
     rounding; in training, also which dropout mask each text draws), and the batch itself
     stays as random as the sampler made it. `chunk_size="auto"` picks by the device the
     texts are on (`AUTO_CHUNK_SIZE`); None encodes the batch in one call.
+
+    `projection_dim=d` adds a linear layer (with bias) from the hidden size to d after
+    pooling: the embedding is then d wide and the Matryoshka prefixes are prefixes of the
+    projection. It lives in the encoder, so every caller (cached mode, DDP, validation,
+    export) gets the projected embedding. None (the default) adds nothing, not even keys in
+    the state dict, so checkpoints made before the option load unchanged.
     """
 
     def __init__(
@@ -185,6 +219,7 @@ class Encoder(nn.Module):
         pooling: str = "mean",
         chunk_size: int | str | None = "auto",
         trust_remote_code: bool = False,
+        projection_dim: int | None = None,
     ):
         super().__init__()
         if pooling not in POOLINGS:
@@ -195,24 +230,36 @@ class Encoder(nn.Module):
                 f"model.chunk_size={chunk_size!r} must be a whole number >= 1, auto, "
                 "or null (no chunks)."
             )
+        check_projection_dim(projection_dim)
         self.pooling = pooling
         self.chunk_size = chunk_size
         self.backbone = load_backbone(backbone, trust_remote_code)
         self.backbone.train()  # from_pretrained returns eval mode; training wants dropout on
+        hidden = self.backbone.config.hidden_size
+        self.projection = nn.Linear(hidden, projection_dim) if projection_dim else None
+
+    @property
+    def width(self) -> int:
+        """The width of the returned embeddings (the projection's, else the hidden size)."""
+        if self.projection is not None:
+            return self.projection.out_features
+        return self.backbone.config.hidden_size
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Right-padded ids and mask (texts x tokens) -> embeddings (texts x hidden)."""
+        """Right-padded ids and mask (texts x tokens) -> embeddings (texts x width)."""
         lengths = attention_mask.sum(1)
         chunk_size = self.texts_per_call(input_ids.device)
         if chunk_size is None or len(input_ids) <= chunk_size:
             width = int(lengths.max())
-            return self._encode(input_ids[:, :width], attention_mask[:, :width])
-        order = lengths.argsort(descending=True)
-        pieces = []
-        for chunk in order.split(chunk_size):
-            width = int(lengths[chunk].max())
-            pieces.append(self._encode(input_ids[chunk, :width], attention_mask[chunk, :width]))
-        return torch.cat(pieces)[order.argsort()]
+            pooled = self._encode(input_ids[:, :width], attention_mask[:, :width])
+        else:
+            order = lengths.argsort(descending=True)
+            pieces = []
+            for chunk in order.split(chunk_size):
+                width = int(lengths[chunk].max())
+                pieces.append(self._encode(input_ids[chunk, :width], attention_mask[chunk, :width]))
+            pooled = torch.cat(pieces)[order.argsort()]
+        return pooled if self.projection is None else self.projection(pooled)
 
     def texts_per_call(self, device: torch.device) -> int | None:
         """`chunk_size` with `auto` resolved for `device` (None: the whole batch in one call)."""
@@ -221,6 +268,7 @@ class Encoder(nn.Module):
         return AUTO_CHUNK_SIZE.get(device.type, AUTO_CHUNK_SIZE_ELSEWHERE)
 
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """One call of the backbone, pooled (hidden size wide, before any projection)."""
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0]

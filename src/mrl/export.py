@@ -3,14 +3,16 @@
     python -m mrl.export RUN_DIR [--out FOLDER] [--push-to-hub ORG/NAME [--private]]
 
 The folder loads with no code of ours: `SentenceTransformer(folder, truncate_dim=64)`. It holds
-the backbone (safetensors) and tokenizer at its root, a Pooling module with our pooling, no
-Normalize module (cosine similarity, the default, normalises each truncated prefix itself), a
-README.md model card (`mrl.model_card`: Hub metadata with a model-index result per benchmark and
-dim, the per-dim results table, the training config), and mrl.json with the run's eval_dims and
-schedule_dims (the dims the tools use for it). The backbone was trained without its unused
-pooler, so sentence_bert_config.json tells transformers not to expect one (no "newly
-initialized" warning on load). It is built in a temp folder and renamed into place,
-so a crash leaves no half-written export; its files get the modes plainly created files get.
+the backbone (safetensors) and tokenizer at its root, a Pooling module with our pooling, a stock
+Dense module (identity activation, safetensors weights) when the encoder has a projection head
+(`model.projection_dim`), no Normalize module (cosine similarity, the default, normalises each
+truncated prefix itself), a README.md model card (`mrl.model_card`: Hub metadata with a
+model-index result per benchmark and dim, the per-dim results table, the training config), and
+mrl.json with the run's eval_dims and schedule_dims (the dims the tools use for it), and its
+projection_dim if it has a head. The backbone was trained without its unused pooler, so
+sentence_bert_config.json tells transformers not to expect one (no "newly initialized" warning
+on load). It is built in a temp folder and renamed into place, so a crash leaves no
+half-written export; its files get the modes plainly created files get.
 --push-to-hub uploads a fresh export (to the export folder if there is none yet) with
 huggingface_hub; offline it stops in one line before anything is written.
 """
@@ -26,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from mrl import hub
 from mrl.errors import ConfigError
@@ -60,6 +63,23 @@ def _pooling_config(width: int, pooling: str) -> dict:
     }
 
 
+def _write_dense(projection: torch.nn.Linear, folder: Path) -> dict:
+    """The projection head as a stock sentence-transformers Dense module in `folder`: its
+    weights (`linear.weight`, `linear.bias`) as model.safetensors; returns its config.json.
+    The identity activation is a torch class, which Dense loads without trust_remote_code."""
+    folder.mkdir()
+    weights = {
+        f"linear.{k}": v.detach().cpu().contiguous() for k, v in projection.state_dict().items()
+    }
+    save_file(weights, folder / "model.safetensors")
+    return {
+        "in_features": projection.in_features,
+        "out_features": projection.out_features,
+        "bias": projection.bias is not None,
+        "activation_function": "torch.nn.modules.linear.Identity",
+    }
+
+
 def _chmod_tree(folder: Path) -> None:
     """Plain modes for a folder made by mkdtemp (0700) and files written as 0600."""
     os.chmod(folder, default_dir_mode())
@@ -90,7 +110,7 @@ def export_encoder(
     if out.exists():
         raise ConfigError(f"{out} already exists; remove it or export to another folder (--out).")
     out.parent.mkdir(parents=True, exist_ok=True)
-    width = encoder.backbone.config.hidden_size
+    hidden, width = encoder.backbone.config.hidden_size, encoder.width
     st_config = {"max_seq_length": max_seq_length, "do_lower_case": False}
     if getattr(encoder.backbone, "pooler", "none") is None:  # built with add_pooling_layer=False
         st_config["model_kwargs"] = {"add_pooling_layer": False}
@@ -106,12 +126,19 @@ def export_encoder(
             ],
             "sentence_bert_config.json": st_config,
             "config_sentence_transformers.json": {"similarity_fn_name": "cosine", "prompts": {}},
-            "1_Pooling/config.json": _pooling_config(width, encoder.pooling),
+            "1_Pooling/config.json": _pooling_config(hidden, encoder.pooling),
         }  # fmt: skip
         if results is not None:
             files[MRL_INFO] = {
                 "eval_dims": results.eval_dims, "schedule_dims": results.schedule_dims,
             }  # fmt: skip
+        if encoder.projection is not None:  # after Pooling (and before any Normalize)
+            files["2_Dense/config.json"] = _write_dense(encoder.projection, tmp / "2_Dense")
+            files["modules.json"].append(
+                {"idx": 2, "name": "2", "path": "2_Dense", "type": f"{ST_MODELS}.Dense"}
+            )
+            if MRL_INFO in files:
+                files[MRL_INFO]["projection_dim"] = width
         for name, content in files.items():
             (tmp / name).write_text(json.dumps(content, indent=2))
         (tmp / "README.md").write_text(model_card(results, backbone, width, note, repo_id))
@@ -150,7 +177,10 @@ def export_run(
     if not hparams.get("backbone"):
         raise ConfigError(f"{run.last_ckpt} names no backbone in its hyper_parameters.")
     backbone, trust = hparams["backbone"], bool(hparams.get("trust_remote_code", False))
-    encoder = Encoder(backbone, hparams.get("pooling", "mean"), trust_remote_code=trust)
+    encoder = Encoder(
+        backbone, hparams.get("pooling", "mean"), trust_remote_code=trust,
+        projection_dim=hparams.get("projection_dim"),
+    )  # fmt: skip
     prefix = "encoder."
     weights = {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
     encoder.load_state_dict(weights)

@@ -7,7 +7,7 @@ import torch
 from transformers import get_linear_schedule_with_warmup
 
 from mrl.cached import cached_step
-from mrl.encoder import Encoder, backbone_hidden_size
+from mrl.encoder import Encoder, encoder_width
 from mrl.errors import ConfigError
 from mrl.matryoshka import GlobalBatch, MatryoshkaLoss
 from mrl.metrics import mean_over_log2_dims, pair_similarities, retention, spearman_by_dim
@@ -34,7 +34,7 @@ class NonFiniteLoss(RuntimeError):
 DEFAULTS = {
     "model": {
         "backbone": None, "pooling": "mean", "chunk_size": "auto", "compile": False,
-        "trust_remote_code": False,
+        "trust_remote_code": False, "projection_dim": None,
     },
     "matryoshka": {
         "enabled": True, "dims": None, "rule": "pow2", "min_dim_ratio": 1 / 12,
@@ -84,11 +84,15 @@ class MatryoshkaModule(L.LightningModule):
         groups = {g: {**DEFAULTS[g], **(given[g] or {})} for g in DEFAULTS}
         self.save_hyperparameters(groups)
         m, lo, mc = groups["matryoshka"], groups["loss"], groups["model"]
-        hidden = backbone_hidden_size(mc["backbone"], mc["trust_remote_code"])
-        self.schedule_dims = resolve_dims(hidden, m["dims"], m["rule"], m["min_dim_ratio"])
+        # the embedding width: the projection head's if there is one, else the hidden size
+        hidden = encoder_width(mc["backbone"], mc["projection_dim"], mc["trust_remote_code"])
+        source = "model.projection_dim" if mc["projection_dim"] else None  # for error lines
+        self.schedule_dims = resolve_dims(hidden, m["dims"], m["rule"], m["min_dim_ratio"], source)
         self.weights = resolve_weights(self.schedule_dims, m["weights"], given_dims=m["dims"])
         if m["fixed_dim"] is not None:  # trained for one size: the loss at that prefix only
-            self.schedule_dims, self.weights = fixed_dim_schedule(self.schedule_dims, m, hidden)
+            self.schedule_dims, self.weights = fixed_dim_schedule(
+                self.schedule_dims, m, hidden, source
+            )
         self.eval_dims = eval_dims(hidden, self.schedule_dims, m["min_dim_ratio"])
         check_n_dims_per_step(m["n_dims_per_step"], len(self.schedule_dims))
         if lo["on_nonfinite"] not in ("stop", "skip"):
@@ -100,8 +104,9 @@ class MatryoshkaModule(L.LightningModule):
             lo["name"], self.schedule_dims, train_weights, lo["scale"], m["n_dims_per_step"]
         )
         self.encoder = Encoder(
-            mc["backbone"], mc["pooling"], mc["chunk_size"], mc["trust_remote_code"]
-        )
+            mc["backbone"], mc["pooling"], mc["chunk_size"], mc["trust_remote_code"],
+            mc["projection_dim"],
+        )  # fmt: skip
         if mc["compile"]:  # in place: parameter names (and checkpoints) stay the plain model's
             self.encoder.compile(dynamic=True)
         self.skipped_batches = 0
@@ -197,7 +202,7 @@ class MatryoshkaModule(L.LightningModule):
 
     def _gather_eval_outputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """All ranks' (sentence1, sentence2, score) rows in dataset order, each pair once."""
-        hidden = self.encoder.backbone.config.hidden_size
+        hidden = self.encoder.width
         if self._eval_outputs:
             left, right, scores = (torch.cat(p) for p in zip(*self._eval_outputs, strict=True))
         else:  # a rank whose block of the eval set is empty

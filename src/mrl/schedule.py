@@ -50,10 +50,14 @@ def dims_from_rule(
     return dims
 
 
-def check_dims(dims, width: int, option: str = "dims") -> list[int]:
+def check_dims(
+    dims, width: int, option: str = "dims", width_source: str | None = None
+) -> list[int]:
     """The one validator for a list of dims (training schedule, eval.py, retrieval,
     quantization, demo): a non-empty list of distinct whole numbers in [1, width], returned
-    largest first. Anything else is one ConfigError naming `option` and the fix."""
+    largest first. Anything else is one ConfigError naming `option` and the fix.
+    `width_source` names the option that set the width when it is not the backbone's
+    hidden size (`model.projection_dim`), so a too-large dim points at the right option."""
     example = f"e.g. {option}=[{width},{max(1, width // 12)}]"
     if isinstance(dims, (str, bytes, int, float)) or not isinstance(dims, Sequence):
         raise ConfigError(f"{option}={dims!r} must be a list of dimensions, {example}.")
@@ -66,10 +70,10 @@ def check_dims(dims, width: int, option: str = "dims") -> list[int]:
                 f"{option} holds {dim!r}; every entry must be a positive whole number, {example}."
             )
         if dim > width:
-            raise ConfigError(
-                f"{option} holds {dim}, larger than the backbone's hidden size {width}; use "
-                f"dims <= {width}."
-            )
+            limit = f"the backbone's hidden size {width}"
+            if width_source:
+                limit = f"the embedding width {width} ({width_source})"
+            raise ConfigError(f"{option} holds {dim}, larger than {limit}; use dims <= {width}.")
     if len(set(dims)) != len(dims):
         dup = sorted({d for d in dims if dims.count(d) > 1})
         raise ConfigError(f"{option} repeats {dup}; list each dimension once.")
@@ -81,13 +85,15 @@ def resolve_dims(
     dims: Sequence[int] | None = None,
     rule: str = "pow2",
     min_dim_ratio: float = 1 / 12,
+    width_source: str | None = None,
 ) -> list[int]:
     """The schedule dims: the explicit `dims` list if given (checked, largest first), else the
     rule's dims. The schedule always holds the full width: the baseline trains at it and every
-    retention is relative to it, so a list without it is refused rather than silently changed."""
+    retention is relative to it, so a list without it is refused rather than silently changed.
+    `hidden_size` is the embedding width (see `check_dims` for `width_source`)."""
     if dims is None:
         return dims_from_rule(hidden_size, rule, min_dim_ratio)
-    dims = check_dims(dims, hidden_size, "matryoshka.dims")
+    dims = check_dims(dims, hidden_size, "matryoshka.dims", width_source)
     if dims[0] != hidden_size:
         raise ConfigError(
             f"matryoshka.dims={dims} lacks the full width {hidden_size}: the schedule always "
@@ -171,16 +177,17 @@ def eval_dims(
 
 
 def fixed_dim_schedule(
-    schedule: Sequence[int], matryoshka: dict, width: int
+    schedule: Sequence[int], matryoshka: dict, width: int, width_source: str | None = None
 ) -> tuple[list[int], list[float]]:
     """A model trained for one size only (the MRL paper's fixed-feature baseline): the loss at
     the `fixed_dim` prefix alone, weight 1 there and 0 at every other schedule dim (which are
     still logged and evaluated). The fixed dim joins the schedule if it is not in it.
-    `matryoshka` is the config group (`fixed_dim`, `enabled`, `n_dims_per_step`)."""
+    `matryoshka` is the config group (`fixed_dim`, `enabled`, `n_dims_per_step`); `width` is
+    the embedding width (see `check_dims` for `width_source`)."""
     fixed_dim = matryoshka["fixed_dim"]
     if isinstance(fixed_dim, (list, tuple)) or fixed_dim is None:
         raise ConfigError(f"matryoshka.fixed_dim={fixed_dim!r} must be one dimension, e.g. 64.")
-    (fixed_dim,) = check_dims([fixed_dim], width, "matryoshka.fixed_dim")
+    (fixed_dim,) = check_dims([fixed_dim], width, "matryoshka.fixed_dim", width_source)
     if not matryoshka["enabled"]:
         raise ConfigError(
             "matryoshka.fixed_dim trains one prefix with the Matryoshka loss, but "

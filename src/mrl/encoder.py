@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import string
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -245,21 +246,34 @@ class Encoder(nn.Module):
             return self.projection.out_features
         return self.backbone.config.hidden_size
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Right-padded ids and mask (texts x tokens) -> embeddings (texts x width)."""
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        layers: Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """Right-padded ids and mask (texts x tokens) -> embeddings (texts x width), or with
+        `layers` (1-based encoder layers) each layer's pooled embeddings from the same forward
+        pass (layers x texts x width; the last layer is `depth`)."""
         lengths = attention_mask.sum(1)
         chunk_size = self.texts_per_call(input_ids.device)
         if chunk_size is None or len(input_ids) <= chunk_size:
             width = int(lengths.max())
-            pooled = self._encode(input_ids[:, :width], attention_mask[:, :width])
+            pooled = self._encode(input_ids[:, :width], attention_mask[:, :width], layers)
         else:
             order = lengths.argsort(descending=True)
             pieces = []
             for chunk in order.split(chunk_size):
                 width = int(lengths[chunk].max())
-                pieces.append(self._encode(input_ids[chunk, :width], attention_mask[chunk, :width]))
-            pooled = torch.cat(pieces)[order.argsort()]
+                ids, mask = input_ids[chunk, :width], attention_mask[chunk, :width]
+                pieces.append(self._encode(ids, mask, layers))
+            pooled = torch.cat(pieces, dim=-2)[..., order.argsort(), :]
         return pooled if self.projection is None else self.projection(pooled)
+
+    @property
+    def depth(self) -> int:
+        """The backbone's number of transformer layers."""
+        return self.backbone.config.num_hidden_layers
 
     def texts_per_call(self, device: torch.device) -> int | None:
         """`chunk_size` with `auto` resolved for `device` (None: the whole batch in one call)."""
@@ -267,9 +281,18 @@ class Encoder(nn.Module):
             return self.chunk_size
         return AUTO_CHUNK_SIZE.get(device.type, AUTO_CHUNK_SIZE_ELSEWHERE)
 
-    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """One call of the backbone, pooled (hidden size wide, before any projection)."""
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    def _encode(self, input_ids, attention_mask, layers: Sequence[int] | None = None):
+        """One call of the backbone, pooled (hidden size wide, before any projection); with
+        `layers`, every listed layer's hidden states pooled (layers x texts x hidden)."""
+        if layers is None:
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+            return self._pool(out.last_hidden_state, attention_mask)
+        out = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
+        )
+        return torch.stack([self._pool(out.hidden_states[k], attention_mask) for k in layers])
+
+    def _pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.pooling == "cls":
             return hidden[:, 0]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)

@@ -1,0 +1,133 @@
+"""2D Matryoshka: the layer schedule, the one-pass per-layer pooling, and the 2D loss pinned to
+the plain Matryoshka loss and to per-pair losses computed one by one."""
+
+import copy
+import random
+
+import pytest
+import torch
+
+from mrl.encoder import TINY_BACKBONE, Encoder
+from mrl.errors import ConfigError
+from mrl.layers import layer_dim_pairs, layer_weights, resolve_layers, step_layers
+from mrl.losses import base_loss
+from mrl.matryoshka import GlobalBatch, matryoshka_loss
+from mrl.matryoshka2d import alignment_loss, matryoshka_2d_loss
+from tests.test_encoder import make_texts
+
+# ---- the layer schedule ----
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [(None, [6]), ("all", [1, 2, 3, 4, 5, 6]), (2, [2, 4, 6]), (4, [2, 6]), ([1, 3], [1, 3, 6])],
+)
+def test_layers_resolve_with_the_last_always_in(spec, expected):
+    assert resolve_layers(spec, 6) == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ([7], "holds 7, beyond the backbone's 6 layers; use 1..6"),
+        ([0, 3], "holds 0, the embedding output; layers count from 1 to 6"),
+        ([], "is empty; give at least one layer"),
+        ([2, 2], "repeats a layer"),
+        ("some", "must be null, all, a whole number k"),
+        (0, "must be >= 1 (every k-th layer)"),
+    ],
+)
+def test_bad_layer_specs_are_one_line(spec, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        resolve_layers(spec, 6)
+
+
+def test_pairs_weights_and_sampling():
+    dims = [32, 16, 8]
+    grid = layer_dim_pairs([2, 4, 6], dims, "grid")
+    assert sorted(grid) == sorted((layer, d) for layer in (2, 4, 6) for d in dims)
+    diagonal = layer_dim_pairs([2, 4, 6], dims, "diagonal")
+    assert diagonal == [(6, 32), (6, 16), (6, 8), (2, 8), (4, 32)]
+    assert layer_weights([2, 4, 6], 6, "by_depth") == pytest.approx([1 / 3, 2 / 3, 1.0])
+    rng = random.Random(0)
+    for _ in range(20):
+        drawn = step_layers([1, 2, 3, 4, 5, 6], 1, rng)
+        assert len(drawn) == 2 and drawn[-1] == 6
+    with pytest.raises(ConfigError, match="layer_pairs='band' is unknown"):
+        layer_dim_pairs([6], dims, "band")
+    with pytest.raises(ConfigError, match="n_layers_per_step=-1 must be null or a whole number"):
+        step_layers([1, 6], -1, rng)
+
+
+# ---- one forward pass, every layer ----
+
+
+def test_pooled_layer_k_equals_a_forward_pass_cut_to_k_layers():
+    torch.manual_seed(0)
+    encoder = Encoder(TINY_BACKBONE, chunk_size=3).eval()  # chunks too: order restored
+    batch = make_texts(7)
+    with torch.no_grad():
+        per_layer = encoder(**batch, layers=[1, 2])
+        full = encoder(**batch)
+        cut = copy.deepcopy(encoder)
+        cut.backbone.encoder.layer = cut.backbone.encoder.layer[:1]
+        cut.backbone.config.num_hidden_layers = 1
+        shallow = cut(**batch)
+    assert per_layer.shape == (2, 7, 32)
+    torch.testing.assert_close(per_layer[1], full, rtol=0, atol=1e-6)
+    torch.testing.assert_close(per_layer[0], shallow, rtol=0, atol=1e-6)
+
+
+# ---- the 2D loss ----
+
+
+def _batches(layers, n=6, width=32, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    out = {}
+    for layer in layers:
+        cols = [torch.randn(n, width, generator=generator, requires_grad=True) for _ in range(3)]
+        out[layer] = GlobalBatch(cols, cols)
+    return out
+
+
+def test_with_the_last_layer_alone_it_is_the_matryoshka_loss_exactly():
+    dims, weights = [32, 16, 8], [1.0, 0.5, 2.0]
+    batches = _batches([2])
+    total, per_pair = matryoshka_2d_loss(
+        "mnrl", batches, layer_dim_pairs([2], dims), dict(zip(dims, weights, strict=True)), {2: 1.0}
+    )
+    reference, per_dim = matryoshka_loss("mnrl", batches[2], dims, weights)
+    assert torch.equal(total, reference)
+    assert all(torch.equal(per_pair[(2, d)], per_dim[d]) for d in dims)
+
+
+@pytest.mark.parametrize("mode", ["grid", "diagonal"])
+@pytest.mark.parametrize("loss", ["mnrl", "cosent"])
+def test_with_several_layers_it_is_the_weighted_sum_of_pair_losses(mode, loss):
+    dims = [32, 16, 8]
+    dim_weights = {32: 1.0, 16: 0.5, 8: 2.0}
+    layer_w = {1: 0.25, 2: 1.0}
+    batches = _batches([1, 2])
+    if loss == "cosent":
+        scores = torch.rand(6, generator=torch.Generator().manual_seed(1))
+        batches = {k: GlobalBatch(b.local[:2], b.world[:2], 0, scores) for k, b in batches.items()}
+    pairs = layer_dim_pairs([1, 2], dims, mode)
+    total, _ = matryoshka_2d_loss(loss, batches, pairs, dim_weights, layer_w)
+    one_by_one = sum(
+        layer_w[layer] * dim_weights[d] * matryoshka_loss(loss, batches[layer], [d], [1.0])[0]
+        for layer, d in pairs
+    )
+    torch.testing.assert_close(total, one_by_one, rtol=1e-6, atol=1e-6)
+
+
+def test_alignment_pulls_the_shallow_layer_only():
+    batches = _batches([1, 2])
+    term = alignment_loss(base_loss("mnrl"), batches[1], batches[2], 0.3)
+    term.backward()
+    assert term > 0
+    assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in batches[1].local)
+    assert all(t.grad is None for t in batches[2].local)  # the last layer is detached
+    # identical layers: nothing to align
+    same = _batches([1])[1]
+    zero = alignment_loss(base_loss("mnrl"), same, same, 0.3)
+    assert zero.abs() < 1e-6

@@ -131,3 +131,37 @@ def test_alignment_pulls_the_shallow_layer_only():
     same = _batches([1])[1]
     zero = alignment_loss(base_loss("mnrl"), same, same, 0.3)
     assert zero.abs() < 1e-6
+
+
+# ---- export at a depth ----
+
+
+def test_an_export_cut_to_k_layers_gives_layer_k_embeddings_in_sentence_transformers(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from mrl.depth import cut_to_depth, encode_seconds_by_depth
+    from mrl.encoder import load_tokenizer
+    from mrl.export import export_encoder
+
+    torch.manual_seed(0)
+    encoder = Encoder(TINY_BACKBONE).eval()
+    tokenizer = load_tokenizer(TINY_BACKBONE)
+    folder = export_encoder(cut_to_depth(encoder, 1), tokenizer, tmp_path / "L1", 32, TINY_BACKBONE)
+    texts = ["a dog runs in the park", "the cat sleeps", "a child reads at home"]
+    model = SentenceTransformer(str(folder), device="cpu")
+    assert model[0].auto_model.config.num_hidden_layers == 1
+    ours = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        layer_1 = encoder(ours["input_ids"], ours["attention_mask"], layers=[1])[0]
+    theirs = torch.as_tensor(model.encode(texts, convert_to_numpy=True))
+    torch.testing.assert_close(theirs, layer_1, rtol=0, atol=1e-5)
+    cut_model = SentenceTransformer(str(folder), device="cpu", truncate_dim=8)
+    torch.testing.assert_close(
+        torch.as_tensor(cut_model.encode(texts)), layer_1[:, :8], rtol=0, atol=1e-5
+    )
+    assert len(list(cut_to_depth(encoder, 1).backbone.encoder.layer)) == 1
+    assert len(list(encoder.backbone.encoder.layer)) == 2  # the original is untouched
+    with pytest.raises(ConfigError, match=r"--layers 3 must be a whole number in 1..2"):
+        cut_to_depth(encoder, 3)
+    times = encode_seconds_by_depth(encoder, [dict(ours)], [1, 2])
+    assert set(times) == {1, 2} and all(t > 0 for t in times.values())

@@ -165,3 +165,22 @@ def test_an_export_cut_to_k_layers_gives_layer_k_embeddings_in_sentence_transfor
         cut_to_depth(encoder, 3)
     times = encode_seconds_by_depth(encoder, [dict(ours)], [1, 2])
     assert set(times) == {1, 2} and all(t > 0 for t in times.values())
+
+
+# ---- the layers x dims grid ----
+
+
+def test_the_grid_is_spearman_per_layer_and_round_trips_its_keys():
+    from mrl.grid import flat_grid, grid_png, parse_grid, spearman_grid
+    from mrl.metrics import spearman_by_dim
+
+    generator = torch.Generator().manual_seed(0)
+    left, right = torch.randn(2, 30, 32, generator=generator), torch.randn(2, 30, 32)
+    gold = torch.rand(30, generator=generator)
+    grid = spearman_grid(left, right, gold, [1, 2], [32, 8])
+    assert grid[2] == spearman_by_dim(left[1], right[1], gold, [32, 8])
+    assert grid[1] == spearman_by_dim(left[0], right[0], gold, [32, 8])
+    assert set(flat_grid(grid)) == {"L1d32", "L1d8", "L2d32", "L2d8"}
+    assert parse_grid(flat_grid(grid)) == grid
+    assert grid_png(grid, "grid")[:4] == b"\x89PNG"
+    assert grid_png(grid, "difference", reference=grid)[:4] == b"\x89PNG"

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from mrl.report import area_under_curve, build_report, collect, main, runs_from_wandb
@@ -97,23 +98,26 @@ def test_groups_pool_seeds_with_mean_std_retention_and_auc(study):
     assert one == pytest.approx(((0.76 + 0.79) / 2 + (0.79 + 0.80) / 2) / 2)
 
 
-def test_report_files_and_seed_noise_verdicts(study, capsys):
+def test_report_files_without_test_pairs_give_differences_without_intervals(study, capsys):
+    """Runs made before test_pairs.npz was saved still report; their differences say why they
+    have no interval."""
     main([str(study)])
     md = (study / "report.md").read_text()
     assert "| mrl | 3 | 0.8000 ± 0.0100 | 0.7900 ± 0.0100 | 0.7600 ± 0.0100 |" in md
     assert "| tiny (untrained) | - | 0.6000 | 0.5500 | 0.4000 |" in md
-    # the baseline is the reference: MRL +0.16 at 8 dims (beyond noise), -0.003 at 32 (within)
-    verdict_row = next(
-        line for line in md.splitlines() if line.startswith("| mrl |") and "noise" in line
-    )
-    assert "-0.0033 (within noise)" in verdict_row.split("|")[2]
-    assert "+0.1600 (beyond noise)" in verdict_row.split("|")[4]
+    # the baseline is the reference: MRL +0.16 at 8 dims, -0.003 at 32
+    diff_row = next(line for line in md.splitlines() if line.startswith("| mrl |") and "+" in line)
+    assert diff_row.split("|")[2].strip() == "-0.0033 no interval (no test_pairs.npz)"
+    assert diff_row.split("|")[4].strip() == "+0.1600 no interval (no test_pairs.npz)"
+    assert "significant" not in diff_row and "noise" not in md
     for seed in (1, 2, 3):
         assert f"| mrl/seed{seed} | mrl | {seed} | finished |" in md
     rows = list(csv.DictReader((study / "report.csv").read_text().splitlines()))
     assert len(rows) == 2 * len(DIMS)
     at8 = next(r for r in rows if r["group"] == "mrl" and r["dim"] == "8")
-    assert at8["beyond_seed_noise"] == "True" and float(at8["bytes_float32"]) == 32
+    assert float(at8["diff_vs_reference"]) == pytest.approx(0.16)
+    assert at8["significant"] == "" and at8["interval"] == "no interval (no test_pairs.npz)"
+    assert float(at8["bytes_float32"]) == 32
     assert (study / "report.png").read_bytes()[:4] == b"\x89PNG"
     assert "| mrl | 3 | 0.8000 ± 0.0100" in capsys.readouterr().out
 
@@ -166,6 +170,9 @@ def test_missing_folder_and_unknown_reference_are_one_line(study, tmp_path, caps
         ([str(empty)], "error: no run folders below"),
         ([str(study), "--x", "width"], "error: argument --x: invalid choice: 'width'"),
         ([str(study), "--colour"], "error: unrecognized arguments: --colour"),
+        ([str(study), "--n-boot", "0"], "error: --n-boot 0 must be a positive number"),
+        ([str(study), "--level", "95"], r"error: --level 95.0 must be in \(0, 1\)"),
+        ([str(study), "--group-by", "seed"], "error: argument --group-by: invalid choice"),
         ([], "error: the following arguments are required: paths"),
     ]
     for argv, message in cases:
@@ -321,10 +328,211 @@ def test_invalid_results_files_are_named_with_their_reason(study):
 
 
 def test_committed_study_reports_as_committed(tmp_path, monkeypatch, capsys):
-    """The committed CPU study (results.json of the old layout) gives its committed report."""
+    """The committed CPU study (results.json of the old layout, no test_pairs.npz) gives its
+    committed scores and retention; its differences now come without an interval (the
+    committed report.md was made by the band-overlap rule this report replaced)."""
     study = ROOT / "experiments" / "results" / "allnli_minilm_cpu_study"
     monkeypatch.chdir(ROOT)
     main([str(study.relative_to(ROOT)), "--out", str(tmp_path)])
-    assert (tmp_path / "report.md").read_text() == (study / "report.md").read_text()
-    assert (tmp_path / "report.csv").read_text() == (study / "report.csv").read_text()
+    got, committed = (tmp_path / "report.md").read_text(), (study / "report.md").read_text()
+    cut = "Difference of mean Spearman"
+    assert got.split(cut)[0] == committed.split(cut)[0]
+    assert got.split("Runs (below")[1] == committed.split("Runs (below")[1]
+    assert "| allnli_mrl | -0.0063 no interval (no test_pairs.npz) |" in got
+    committed_csv = list(csv.DictReader((study / "report.csv").read_text().splitlines()))
+    got_csv = list(csv.DictReader((tmp_path / "report.csv").read_text().splitlines()))
+    columns = ["group", "n_seeds", "dim", "spearman_mean", "retention_mean", "auc_mean"]
+    assert [[r[c] for c in columns] for r in got_csv] == [
+        [r[c] for c in columns] for r in committed_csv
+    ]
     assert capsys.readouterr().err.startswith("wrote ")
+
+
+# Intervals, fixed-dim curves and --group-by folder, on runs with test_pairs.npz.
+
+N_PAIRS = 300
+
+
+def write_scored_run(root, name, seed, gold, noise, matryoshka=True, **kwargs):
+    """A finished run with its test_pairs.npz: at each dim the pair similarities are gold +
+    noise[dim] * N(0, 1) (seeded by name and seed), and results.json holds their Spearman."""
+    from scipy.stats import spearmanr
+
+    from mrl.pairs import PAIRS, write_pairs
+
+    rng = np.random.default_rng([seed, *name.encode()])
+    sims = {d: (gold + noise[d] * rng.standard_normal(gold.size)).astype(np.float32) for d in DIMS}
+    scores = [float(spearmanr(sims[d], gold).statistic) for d in DIMS]
+    run_dir = write_run(root, name, seed, scores, matryoshka=matryoshka, **kwargs)
+    write_pairs(run_dir / PAIRS, gold, sims)
+    return run_dir
+
+
+def _gold(seed=0):
+    return np.random.default_rng(seed).standard_normal(N_PAIRS).astype(np.float32)
+
+
+def _diff_cells(markdown, label):
+    """The difference table's cells of a row, by dim."""
+    table = markdown.split("Difference of mean Spearman")[1].split("Runs (below")[0]
+    row = next(line for line in table.splitlines() if line.startswith(f"| {label} |"))
+    return dict(zip(DIMS, [c.strip() for c in row.split("|")[2:-1]], strict=True))
+
+
+def _interval(cell):
+    estimate, low, high = map(float, re.match(r"(\S+) \[(\S+), (\S+)\]", cell).groups())
+    return estimate, low, high
+
+
+def test_a_real_shift_is_significant_and_identical_groups_are_not(tmp_path):
+    gold = _gold()
+    base_noise = {32: 0.6, 16: 0.8, 8: 1.2}
+    for seed in (1, 2, 3):
+        write_scored_run(tmp_path, "mrl", seed, gold, {32: 0.6, 16: 0.7, 8: 0.7})
+        base = write_scored_run(tmp_path, "base", seed, gold, base_noise, matryoshka=False)
+        twin = tmp_path / "twin" / f"seed{seed}"  # the baseline's runs, another experiment
+        twin.mkdir(parents=True)
+        results = json.loads((base / "results.json").read_text())
+        (twin / "results.json").write_text(json.dumps({**results, "experiment": "twin"}))
+        (twin / "test_pairs.npz").write_bytes((base / "test_pairs.npz").read_bytes())
+    main([str(tmp_path), "--reference", "base", "--n-boot", "500"])
+    md = (tmp_path / "report.md").read_text()
+    mrl, twin = _diff_cells(md, "mrl"), _diff_cells(md, "twin")
+    assert mrl[8].endswith(" significant")
+    estimate, low, high = _interval(mrl[8])
+    assert 0 < low < estimate < high
+    assert all("significant" not in cell for cell in twin.values())
+    for cell in twin.values():
+        estimate, low, high = _interval(cell)
+        assert estimate == 0 and low < 0 < high
+    assert "†" not in md  # three seeds a side
+    rows = list(csv.DictReader((tmp_path / "report.csv").read_text().splitlines()))
+    at8 = {r["group"]: r for r in rows if r["dim"] == "8"}
+    assert at8["mrl"]["significant"] == "True" and at8["twin"]["significant"] == "False"
+    assert "two-level bootstrap" in at8["mrl"]["interval"] and at8["mrl"]["level"] == "0.95"
+    assert at8["base"]["diff_vs_reference"] == "0.0" and at8["base"]["interval"] == ""
+
+
+def test_one_seed_a_side_notes_the_interval_covers_the_test_set_only(tmp_path):
+    gold = _gold()
+    write_scored_run(tmp_path, "mrl", 1, gold, {32: 0.6, 16: 0.7, 8: 0.7})
+    write_scored_run(tmp_path, "base", 1, gold, {32: 0.6, 16: 0.8, 8: 1.2}, matryoshka=False)
+    markdown, *_ = build_report([tmp_path], n_boot=300)
+    cells = _diff_cells(markdown, "mrl")
+    assert all(cell.endswith(" †") for cell in cells.values())
+    assert "† one seed on both sides: paired bootstrap over test pairs (1 seed: test-set " \
+        "variation only)." in markdown  # fmt: skip
+
+
+def test_runs_without_test_pairs_report_no_interval(tmp_path):
+    gold = _gold()
+    for seed in (1, 2):
+        write_scored_run(tmp_path, "mrl", seed, gold, {32: 0.6, 16: 0.7, 8: 0.7})
+        write_scored_run(tmp_path, "base", seed, gold, {32: 0.6, 16: 0.8, 8: 1.2},
+                         matryoshka=False)  # fmt: skip
+        write_run(tmp_path, "old", seed, [0.8, 0.7, 0.6])  # made before test_pairs.npz
+    write_scored_run(tmp_path, "part", 1, gold, {32: 0.6, 16: 0.7, 8: 0.7})
+    write_run(tmp_path, "part", 2, [0.8, 0.7, 0.6])  # one of its runs has none
+    markdown, *_ = build_report([tmp_path], n_boot=300)
+    assert "[" in _diff_cells(markdown, "mrl")[8]
+    for label in ("old", "part"):
+        assert all(c.endswith(" no interval (no test_pairs.npz)")
+                   for c in _diff_cells(markdown, label).values())  # fmt: skip
+    # a reference without them: no interval anywhere, and still a report
+    markdown, *_ = build_report([tmp_path], reference="old", n_boot=300)
+    assert all(c.endswith("no interval (no test_pairs.npz)")
+               for c in _diff_cells(markdown, "mrl").values())  # fmt: skip
+
+
+def test_runs_scored_on_other_test_pairs_are_one_error_line(tmp_path, capsys):
+    for seed in (1, 2):
+        write_scored_run(tmp_path, "mrl", seed, _gold(0), {32: 0.6, 16: 0.7, 8: 0.7})
+    write_scored_run(tmp_path, "base", 1, _gold(0), {32: 0.6, 16: 0.8, 8: 1.2})
+    other = write_scored_run(tmp_path, "other", 1, _gold(1), {32: 0.6, 16: 0.8, 8: 1.2})
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path)])
+    assert exit_.value.code == 2
+    assert error_lines(capsys) == [
+        f"error: {other} was scored on other test pairs than {tmp_path / 'base' / 'seed1'} "
+        "(its gold scores differ); report runs of one test set."
+    ]
+
+
+def fixed_dim_study(root, sizes=(32, 16, 8), seeds=(1, 2)):
+    """MRL, baseline and one group per size trained alone (best at its own size), as the
+    fixed_dim sweep leaves them: `matryoshka.fixed_dim=<d>` in overrides and config."""
+    gold = _gold()
+    for seed in seeds:
+        write_scored_run(root, "allnli_mrl", seed, gold, {32: 0.6, 16: 0.7, 8: 0.8})
+        write_scored_run(root, "allnli_baseline", seed, gold, {32: 0.6, 16: 0.8, 8: 1.2},
+                         matryoshka=False)  # fmt: skip
+        for size in sizes:
+            noise = {d: 0.5 if d == size else 1.5 for d in DIMS}
+            config = {"matryoshka": {"enabled": True, "fixed_dim": size}}
+            write_scored_run(root, f"allnli_fixed_dim/fixed_dim={size}", seed, gold, noise,
+                             overrides=[f"matryoshka.fixed_dim={size}"], config=config)  # fmt: skip
+    return root
+
+
+def test_fixed_dim_groups_make_one_trained_at_each_size_row(tmp_path):
+    study = fixed_dim_study(tmp_path / "all")
+    markdown, out, groups, dims = build_report([study], n_boot=300)
+    label = "trained at each size (allnli_fixed_dim)"
+    by_label = {g.label: g for g in groups}
+    row = next(line for line in markdown.splitlines() if line.startswith(f"| {label} | 2 |"))
+    cells = [c.strip() for c in row.split("|")[3:-2]]
+    for d, cell in zip(DIMS, cells, strict=True):  # each size's own group, at that size
+        part = by_label[f"allnli_fixed_dim matryoshka.fixed_dim={d}"]
+        assert cell == f"{part.mean[d]:.4f} ± {part.std[d]:.4f}"
+    assert not any(line.startswith("| allnli_fixed_dim matryoshka") for line in
+                   markdown.split("Runs (below")[0].splitlines())  # fmt: skip
+    rows = list(csv.DictReader((out / "report.csv").read_text().splitlines()))
+    curve = {int(r["dim"]): r for r in rows if r["group"] == label}
+    for d in DIMS:  # its intervals are those of the group trained at d, at d
+        part = next(r for r in rows if r["group"].endswith(f"fixed_dim={d}") and r["dim"] == str(d))
+        assert curve[d]["fixed_dim"] == str(d)
+        assert [curve[d][k] for k in ("spearman_mean", "diff_low", "diff_high")] == [
+            part[k] for k in ("spearman_mean", "diff_low", "diff_high")
+        ]
+    assert out.joinpath("report.png").read_bytes()[:4] == b"\x89PNG"
+    main([str(study), "--x", "bytes", "--n-boot", "100", "--out", str(tmp_path / "bytes")])
+    assert (tmp_path / "bytes" / "report.png").read_bytes()[:4] == b"\x89PNG"
+    # sizes without a group are "–"; the curve can be the reference
+    study = fixed_dim_study(tmp_path / "two", sizes=(16, 8))
+    markdown, *_ = build_report([study], reference=label, n_boot=300)
+    row = next(line for line in markdown.splitlines() if line.startswith(f"| {label} |"))
+    assert row.split("|")[3].strip() == "–" and row.split("|")[-2].strip() == "–"  # 32, AUC
+    mrl = _diff_cells(markdown, "allnli_mrl")
+    assert mrl[32] == "–" and "[" in mrl[16] and "[" in mrl[8]
+
+
+def test_group_by_folder_labels_a_study_of_training_runs_and_evaluations(tmp_path, capsys):
+    """STUDY/<label>/<seed>/: training runs, eval.py results (matryoshka unknown, no
+    fixed_dim in their config) and a folder per size trained alone."""
+    gold = _gold()
+    for seed in (1, 2):
+        write_scored_run(tmp_path, "mrl", seed, gold, {32: 0.6, 16: 0.7, 8: 0.8},
+                         overrides=["+exp=allnli_mrl"])  # fmt: skip
+        write_scored_run(tmp_path, "baseline", seed, gold, {32: 0.6, 16: 0.8, 8: 1.2},
+                         matryoshka=False, overrides=["+exp=allnli_baseline"])  # fmt: skip
+        write_scored_run(tmp_path, "eval_minilm", seed, gold, {32: 0.7, 16: 0.9, 8: 1.3},
+                         matryoshka=None, config={})  # fmt: skip
+        for size in (16, 8):
+            noise = {d: 0.5 if d == size else 1.5 for d in DIMS}
+            write_scored_run(tmp_path, f"fixed_dim={size}", seed, gold, noise,
+                             matryoshka=None, config={})  # fmt: skip
+    runs, groups, _ = collect([tmp_path], group_by="folder")
+    assert {r.group for r in runs} == {"mrl", "baseline", "eval_minilm", "fixed_dim=16",
+                                       "fixed_dim=8"}  # fmt: skip
+    kinds = {g.label: (g.matryoshka, g.fixed_dim) for g in groups}
+    assert kinds["eval_minilm"] == (None, None) and kinds["fixed_dim=8"] == (None, 8)
+    assert kinds["baseline"] == (False, None) and kinds["mrl"] == (True, None)
+    main([str(tmp_path), "--group-by", "folder", "--reference", "eval_minilm", "--n-boot", "200"])
+    md = (tmp_path / "report.md").read_text()
+    assert "against **eval_minilm**" in md
+    assert re.search(r"^\| trained at each size \| 2 \| – \| 0\.\d{4} ± ", md, re.M)
+    assert set(_diff_cells(md, "baseline")) == set(DIMS) and "| mrl/seed1 | mrl | 1 |" in md
+    assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
+    markdown, *_ = build_report([tmp_path], group_by="folder", n_boot=100)
+    assert "against **baseline**" in markdown  # default: the first baseline, not eval.py's
+    capsys.readouterr()

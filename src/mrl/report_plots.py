@@ -6,26 +6,39 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 
 from mrl.report_runs import Run
 from mrl.report_stats import Group, untrained_scores
-from mrl.report_tables import REPORT_CSV, REPORT_PNG
+from mrl.report_tables import REPORT_CSV, REPORT_PNG, seeds_text
 from mrl.results import png_bytes
 
 
-def overlay_png(runs: list[Run], groups: list[Group], dims: list[int], x: str = "dim") -> bytes:
-    """All groups' mean curves (bands: ± std over seeds); MRL solid, baseline dashed."""
+def overlay_png(runs: list[Run], rows: list[Group], dims: list[int], x: str = "dim") -> bytes:
+    """The mean curve of every row (bands: ± std over seeds): MRL solid, baseline dashed,
+    unknown (eval.py results) dash-dotted, "trained at each size" as its own line of squares
+    with ± std error bars at the sizes that were trained."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    xs = [4 * d if x == "bytes" else d for d in dims]
+    def x_of(d: int) -> int:
+        return 4 * d if x == "bytes" else d
+
+    xs = [x_of(d) for d in dims]
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-    for g in groups:
+    for g in rows:
+        if g.parts:
+            at = [d for d in dims if d in g.parts]
+            ax.errorbar([x_of(d) for d in at], [g.mean[d] for d in at],
+                        yerr=[0 if math.isnan(g.std[d]) else g.std[d] for d in at], fmt="-s",
+                        color="black", markersize=6, capsize=3,
+                        label=f"{g.label} (n={seeds_text(g)} per size)")  # fmt: skip
+            continue
         means = [g.mean[d] for d in dims]
-        style = "-" if g.matryoshka else "--"
+        style = {True: "-", False: "--"}.get(g.matryoshka, "-.")
         (line,) = ax.plot(xs, means, style, marker="o", label=f"{g.label} (n={g.n})")
         if g.n > 1:
             low = [g.mean[d] - g.std[d] for d in dims]
@@ -43,7 +56,10 @@ def overlay_png(runs: list[Run], groups: list[Group], dims: list[int], x: str = 
         else "embedding dimension (log2 scale)"
     )
     ax.set_ylabel("STS-B test Spearman (cosine)")
-    ax.set_title("Size vs. performance (solid: Matryoshka loss, dashed: full width only)")
+    title = "Size vs. performance (solid: Matryoshka loss, dashed: full width only"
+    each_size = any(g.parts for g in rows)
+    ax.set_title(title + ("; black squares: trained at each size)" if each_size else ")"),
+                 **({"fontsize": 9} if each_size else {}))  # fmt: skip
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return png_bytes(fig)

@@ -1,5 +1,6 @@
 """The runs of a report: finding run folders, reading each one's results through `RunResults`,
-telling finished runs from failed, unfinished, corrupt and debug ones, and labelling groups.
+telling finished runs from failed, unfinished, corrupt and debug ones, and labelling groups
+(by the overrides that differ, or by folder).
 
 Every folder at or below the given paths that holds a results.json, a failed.json or a Hydra
 job record (.hydra/) is a run; a results file given by name is a run too. A results.json that
@@ -171,8 +172,9 @@ def find_runs(paths: list[Path]) -> list[Run]:
 
 
 def label_runs(runs: list[Run]) -> None:
-    """Label = the experiment (if several) + the overrides that differ between runs. Debug runs
-    are labelled too (for the run list) but do not decide which overrides differ."""
+    """Label = the experiment (if several) + the overrides that differ between runs (those a run
+    does not set are left out of its label). Debug runs are labelled too (for the run list) but
+    do not decide which overrides differ."""
     real = [r for r in runs if r.status != "debug"] or runs
     experiments = {r.results.experiment for r in real if r.results}
     with_overrides = all(r.overrides is not None for r in real)
@@ -185,12 +187,37 @@ def label_runs(runs: list[Run]) -> None:
         exp = (run.results.experiment if run.results else None) or _experiment_from_path(run)
         parts = [exp] if len(experiments) > 1 or not with_overrides else []
         if with_overrides and run.overrides is not None:
-            parts += [f"{k}={run.overrides.get(k, '-')}" for k in varying]
+            parts += [f"{k}={run.overrides[k]}" for k in varying if k in run.overrides]
         elif not with_overrides:
             shown = run.path.parent if run.path.is_file() else run.path  # a file: its folder
             rel = shown.relative_to(root).parts if shown.is_relative_to(root) else ()
             parts = [p for p in rel if not (p.startswith("seed") and p[4:].isdigit())] or [exp]
         run.group = " ".join(parts) or exp
+
+
+def label_by_folder(runs: list[Run], roots: list[Path]) -> None:
+    """Label = the run's first folder below the given path it was found under (a study that
+    gathers training runs, eval.py results and transforms as STUDY/<label>/<seed>/)."""
+    roots = [Path(r).resolve() for r in roots]
+    roots = [r.parent if r.is_file() else r for r in roots]
+    for run in runs:
+        below = [r for r in roots if run.path.is_relative_to(r)]
+        root = max(below, key=lambda r: len(r.parts)) if below else run.path.parent
+        rel = run.path.relative_to(root).parts
+        run.group = rel[0] if rel else run.path.name
+
+
+def run_fixed_dim(run: Run) -> int | None:
+    """The one size a run was trained for (`matryoshka.fixed_dim` in its config or overrides),
+    None for MRL, baseline and eval.py runs."""
+    matryoshka = (run.results.config or {}).get("matryoshka") if run.results else None
+    value = matryoshka.get("fixed_dim") if isinstance(matryoshka, dict) else None
+    if value is None:
+        value = (run.overrides or {}).get("matryoshka.fixed_dim")
+    try:
+        return None if value in (None, "", "null", "None") else int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _experiment_from_path(run: Run) -> str:

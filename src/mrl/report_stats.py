@@ -1,26 +1,37 @@
 """The numbers of a report: finished runs grouped (seeds pooled), per-dim mean and sample std,
-retention, area under the curve, the reference group and differences beyond seed noise.
+retention, area under the curve, the "trained at each size" curves and the reference group.
 
 Only runs with status `finished` count; failed, unfinished, corrupt and debug runs never
-enter a group. All dims are ints.
+enter a group. All dims are ints. The intervals of differences are in mrl.report_intervals.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 from mrl.errors import ConfigError
 from mrl.metrics import mean_over_log2_dims
-from mrl.report_runs import Run
+from mrl.report_runs import Run, run_fixed_dim
 from mrl.run_folder import RESULTS
+
+EACH_SIZE = "trained at each size"
+
+# A `fixed_dim=<d>` token in a group label (an override or a folder name), with its separator.
+_FIXED_DIM_TOKEN = re.compile(r"(?:^|(?<=[\s_/-]))(?:matryoshka\.)?fixed_dim=(\d+)(?![\w.])")
 
 
 @dataclass
 class Group:
+    """Runs pooled over seeds. A "trained at each size" curve is a Group too: its `parts` map
+    each dim to the group trained for that dim alone, and it has scores at those dims only."""
+
     label: str
     runs: list[Run]
-    matryoshka: bool
+    matryoshka: bool | None  # None: unknown (eval.py results) or mixed
+    fixed_dim: int | None = None
+    parts: dict[int, Group] = field(default_factory=dict)
     mean: dict[int, float] = field(default_factory=dict)
     std: dict[int, float] = field(default_factory=dict)
     retention_mean: dict[int, float] = field(default_factory=dict)
@@ -81,7 +92,9 @@ def aggregate(runs: list[Run]) -> tuple[list[Group], list[int]]:
     groups = []
     full = max(dims)
     for label, members in by_label.items():
-        group = Group(label, members, matryoshka=bool(members[0].results.matryoshka))
+        kinds = {r.results.matryoshka for r in members}
+        matryoshka = kinds.pop() if len(kinds) == 1 else None
+        group = Group(label, members, matryoshka, fixed_dim=group_fixed_dim(label, members))
         aucs = []
         for run in members:
             scores = {d: run.results.test[d] for d in dims}
@@ -97,21 +110,67 @@ def aggregate(runs: list[Run]) -> tuple[list[Group], list[int]]:
     return groups, dims
 
 
+def group_fixed_dim(label: str, runs: list[Run]) -> int | None:
+    """The size a group was trained for alone: its runs' `matryoshka.fixed_dim`, else a
+    `fixed_dim=<d>` in its label (a folder of a study); None for other groups."""
+    sizes = {run_fixed_dim(r) for r in runs}
+    if len(sizes) > 1:
+        shown = ", ".join(sorted(str(s) for s in sizes))
+        raise ConfigError(
+            f"group {label!r} mixes runs trained at matryoshka.fixed_dim {shown}; give each "
+            "size its own group (folder)."
+        )
+    (size,) = sizes
+    if size is None and (match := _FIXED_DIM_TOKEN.search(label)):
+        size = int(match.group(1))
+    return size
+
+
+def each_size_curves(groups: list[Group], dims: list[int]) -> list[Group]:
+    """One "trained at each size" curve per family of fixed-dim groups (labels equal but for
+    their fixed_dim): at dim d, the mean +- std of the group trained at d, measured at d."""
+    families: dict[str, dict[int, Group]] = {}
+    for g in groups:
+        if g.fixed_dim in dims:
+            rest = " ".join(_FIXED_DIM_TOKEN.sub(" ", g.label).split())
+            family = families.setdefault(rest, {})
+            if g.fixed_dim in family:
+                raise ConfigError(
+                    f"groups {family[g.fixed_dim].label!r} and {g.label!r} were both trained "
+                    f"at {g.fixed_dim} alone; report one of them."
+                )
+            family[g.fixed_dim] = g
+    curves = []
+    for rest, parts in families.items():
+        label = f"{EACH_SIZE} ({rest})" if rest else EACH_SIZE
+        parts = dict(sorted(parts.items(), reverse=True))
+        kinds = {p.matryoshka for p in parts.values()}
+        curve = Group(label, [r for p in parts.values() for r in p.runs],
+                      kinds.pop() if len(kinds) == 1 else None, parts=parts)  # fmt: skip
+        for d, part in parts.items():
+            curve.values[d] = part.values[d]
+            curve.mean[d], curve.std[d] = part.mean[d], part.std[d]
+        if set(parts) == set(dims):
+            curve.auc_mean = area_under_curve(curve.mean, dims)
+        curves.append(curve)
+    return curves
+
+
+def shown_groups(groups: list[Group], curves: list[Group], reference: Group) -> list[Group]:
+    """The rows of the report's tables and plot: every group but those a curve stands for
+    (unless it is the reference), then the curves."""
+    parts = {id(p) for c in curves for p in c.parts.values()}
+    return [g for g in groups if id(g) not in parts or g is reference] + curves
+
+
 def pick_reference(groups: list[Group], requested: str | None) -> Group:
-    """The group others are compared with: as requested, else the first baseline, else the first."""
+    """The group others are compared with: as requested, else the first baseline, else the
+    first group that is not trained for one size alone, else the first."""
     if requested is not None:
         for group in groups:
             if group.label == requested:
                 return group
         names = ", ".join(repr(g.label) for g in groups)
         raise ConfigError(f"--reference {requested!r} is not a group; the groups are {names}.")
-    return next((g for g in groups if not g.matryoshka), groups[0])
-
-
-def beyond_noise(group: Group, reference: Group, dim: int) -> bool | None:
-    """|difference of means| > std(group) + std(reference): the mean +- std bands do not
-    overlap. None when either side has a single seed (no spread to compare with)."""
-    if group.n < 2 or reference.n < 2:
-        return None
-    diff = abs(group.mean[dim] - reference.mean[dim])
-    return diff > group.std[dim] + reference.std[dim]
+    plain = [g for g in groups if g.fixed_dim is None and not g.parts]
+    return next((g for g in plain if g.matryoshka is False), (plain or groups)[0])

@@ -27,7 +27,7 @@ HYDRA_CONFIG = Path(".hydra") / "config.yaml"
 
 # Overrides that never define a group: the seed is pooled; the rest is bookkeeping or hardware.
 NOT_GROUPING = {"seed", "sweep", "exp", "ckpt_path", "callbacks.progress_bar", "logger", "trainer"}
-NOT_GROUPING |= {"eval.compare_to"}
+NOT_GROUPING |= {"eval.compare_to", "eval.score_untrained"}  # neither changes a score
 
 # The fields a results file must have (`dims` stands for eval_dims in files written before).
 REQUIRED = [f.name for f in fields(RunResults) if f.default is f.default_factory is MISSING]

@@ -68,6 +68,7 @@ def test_every_benchmark_at_every_dim_matches_our_own_evaluation(sts_dir, tiny_m
     table = (run_dir / "benchmarks.md").read_text()
     assert all(f"| {b} |" in table for b in BENCHMARKS) and "| **mean** |" in table
     assert (run_dir / "curve.png").is_file() and (run_dir / "curve.csv").is_file()
+    assert_pairs_match(run_dir, results)
 
     rows = [json.loads(line) for line in (sts_dir / "stsb" / "test.jsonl").read_text().splitlines()]
     texts = [r["sentence1"] for r in rows] + [r["sentence2"] for r in rows]
@@ -77,6 +78,26 @@ def test_every_benchmark_at_every_dim_matches_our_own_evaluation(sts_dir, tiny_m
     ours = spearman_by_dim(emb[: len(rows)], emb[len(rows) :], [r["score"] for r in rows], [32, 8])
     for dim in (32, 8):
         assert results["test"][str(dim)] == pytest.approx(ours[dim], abs=1e-6)
+
+
+def assert_pairs_match(run_dir: Path, results: dict) -> None:
+    """test_pairs.npz (the test benchmark) and pairs/<name>.npz (the other STS benchmarks)
+    hold per-pair cosines whose Spearman against their gold scores is the stored score."""
+    from scipy.stats import spearmanr
+
+    from mrl.pairs import load_pairs
+
+    names = [n for n in results["benchmarks"] if "/" not in n]
+    assert sorted(p.stem for p in (run_dir / "pairs").glob("*.npz")) == sorted(names[1:])
+    for name in names:
+        path = run_dir / (
+            "test_pairs.npz" if name == results["test_benchmark"] else f"pairs/{name}.npz"
+        )
+        pairs = load_pairs(path)
+        assert list(pairs.sims) == results["eval_dims"]
+        for dim, sims in pairs.sims.items():
+            rho = spearmanr(sims, pairs.gold).statistic
+            assert rho == pytest.approx(results["benchmarks"][name][str(dim)], abs=1e-6)
 
 
 def test_bad_models_and_dims_are_one_line(sts_dir, tiny_model, tmp_path, capsys):
@@ -140,9 +161,11 @@ def test_each_setting_that_changes_the_numbers_gets_its_own_folder(tmp_path, mon
     assert folder("batch_size=8", "device=cpu") == base  # no number changes
     others = [
         folder("dims=[32,8]"), folder("max_seq_length=16"), folder("~benchmarks.sts12"),
-        folder("benchmarks.stsb.local_file=other/test.jsonl"),
+        folder("benchmarks.stsb.local_file=other/test.jsonl"), folder("transform=pca"),
+        folder("transform=adaptor", "transform_fit.epochs=2"),
     ]  # fmt: skip
-    assert len({base, *others}) == 5 and all(o.startswith(base + "/") for o in others)
+    assert len({base, *others}) == 7 and all(o.startswith(base + "/") for o in others)
+    assert folder("transform=pca", "transform_fit.export=true") == folder("transform=pca")
     assert "/" not in folder("benchmarks.stsb.local_file=a/b.jsonl")[len(base) + 1 :]
 
 
@@ -212,7 +235,8 @@ def _fuzz_model(tmp_path_factory) -> Path:
 
 EVAL_OPTIONS = [
     "dims", "batch_size", "max_seq_length", "device", "trust_remote_code", "retrieval.index",
-    "retrieval.nprobe", "retrieval.nlist",
+    "retrieval.nprobe", "retrieval.nlist", "transform", "transform_fit.max_samples",
+    "transform_fit.epochs",
 ]  # fmt: skip
 EVAL_VALUES = [
     "0", "-1", "2.5", "abc", "[]", "[a]", "[0]", "[-8]", "[64,64]", "[9999]", "32",
@@ -329,3 +353,121 @@ def test_an_unknown_benchmark_set_is_one_line(capsys):
         check_config_choices(["benchmarks=scifakt"], CONF / "evaluate")
     assert exit_info.value.code == 2
     one_error_line(capsys.readouterr().err, "benchmarks=scifakt is not a config in conf/")
+
+
+# ---- post-hoc comparators: transform=pca|rotation|adaptor on any model ----
+
+
+def test_each_transform_end_to_end_writes_its_map_results_and_pairs(sts_dir, tiny_model, tmp_path):
+    from mrl.adaptor import load_adaptor
+    from mrl.transforms import load_linear
+
+    folder, _, _ = tiny_model
+    evaluate([f"model={folder}"], tmp_path / "plain")
+    plain = load_results(tmp_path / "plain")
+    runs = {}
+    for transform in ("pca", "rotation", "adaptor"):
+        run_dir = tmp_path / transform
+        evaluate([f"model={folder}", f"transform={transform}", "transform_fit.epochs=2"], run_dir)
+        results = json.loads((run_dir / "results.json").read_text())
+        assert results["config"]["transform"] == transform
+        assert results["posthoc"]["transform"] == transform and results["posthoc"]["width"] == 32
+        assert results["experiment"] == f"eval {folder} + {transform}"
+        assert_pairs_match(run_dir, results)
+        runs[transform] = load_results(run_dir)
+    assert runs["pca"].extra["posthoc"]["rows"] == 48  # the tiny mirror's train triplets
+    assert load_linear(tmp_path / "pca" / "pca.safetensors").kind == "pca"
+    assert (tmp_path / "rotation" / "rotation.safetensors").is_file()
+    for name in BENCHMARKS:  # a rotation keeps every full-width cosine, so its Spearman
+        assert runs["rotation"].benchmarks[name][32] == pytest.approx(
+            plain.benchmarks[name][32], abs=1e-6
+        )
+    history = runs["adaptor"].extra["posthoc"]["loss_history"]
+    assert len(history) == 2 and runs["adaptor"].extra["posthoc"]["dims"] == [32, 16, 8, 4]
+    adaptor, info = load_adaptor(tmp_path / "adaptor", width=32)
+    assert info["kind"] == "linear" and info["loss_history"] == history
+
+    # a saved adaptor is reused as it is (no data read), to the same numbers
+    loaded = tmp_path / "loaded"
+    evaluate([f"model={folder}", "transform=adaptor", f"transform_fit.load={tmp_path / 'adaptor'}"],
+             loaded)  # fmt: skip
+    for name, by_dim in load_results(loaded).benchmarks.items():
+        assert by_dim == pytest.approx(runs["adaptor"].benchmarks[name], abs=1e-6)
+    assert load_results(loaded).extra["posthoc"]["loaded_from"] == str(tmp_path / "adaptor")
+
+    # the PCA model as a sentence-transformers folder: eval.py on it gives the same numbers
+    exported = tmp_path / "exported"
+    evaluate([f"model={folder}", "transform=pca", "transform_fit.export=true"], exported)
+    assert (exported / "sentence-transformers" / "modules.json").is_file()
+    evaluate([f"model={exported / 'sentence-transformers'}"], tmp_path / "again")
+    again = load_results(tmp_path / "again")
+    for name in BENCHMARKS:
+        assert again.benchmarks[name] == pytest.approx(runs["pca"].benchmarks[name], abs=1e-5)
+
+
+def test_bad_transform_input_is_one_line(sts_dir, tiny_model, tmp_path, capsys):
+    folder, _, _ = tiny_model
+    no_weights = tmp_path / "no-adaptor"
+    no_weights.mkdir()
+    cases = {
+        "transform=whitening": "transform='whitening' is unknown; use null (the model as it is), "
+        "pca, rotation, adaptor",
+        "transform=pca,transform_fit.max_samples=5": "PCA needs at least 32 training embeddings to "
+        "fit 32 axes, got ",
+        f"transform=adaptor,transform_fit.load={no_weights}": f"transform_fit.load='{no_weights}' "
+        "holds no adaptor.safetensors",
+        "transform=adaptor,transform_fit.kind=mlp": "transform_fit.kind='mlp' is unknown; use one "
+        "of linear, residual_mlp",
+        "transform=adaptor,transform_fit.kind=residual_mlp,transform_fit.export=true": "has no "
+        "stock sentence-transformers module",
+        f"transform=pca,transform_fit.load={no_weights}": "transform_fit.load reuses a saved "
+        "adaptor, but transform=pca",
+        f"transform_fit.load={no_weights}": "transform_fit.load reuses a saved adaptor, but "
+        "transform=null; set transform=adaptor",
+        "transform_fit.seed=abc": "transform_fit.seed='abc' must be a whole number",
+        "transform=pca,transform_fit.data.local_file=stsb/test.jsonl": "transform_fit.data is "
+        "benchmark stsb's data",
+        "transform=pca,transform_fit.data.hub_split=test": "transform_fit.data is a test split",
+        "transform=adaptor,transform_fit.epochs=0": "transform_fit.epochs=0 must be a whole number",
+        "transform=adaptor,transform_fit.lr=-1": "transform_fit.lr=-1 must be a number > 0",
+    }
+    for i, (overrides, message) in enumerate(cases.items()):
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate([f"model={folder}", *overrides.split(",")], tmp_path / f"t{i}")
+        assert exit_info.value.code == 2, overrides
+        one_error_line(capsys.readouterr().err, message)
+        assert not (tmp_path / f"t{i}").exists(), overrides
+
+
+def test_a_transform_maps_the_retrieval_queries_and_documents_too(sts_dir, tiny_model, tmp_path):
+    from omegaconf import OmegaConf
+    from sentence_transformers import SentenceTransformer
+
+    from mrl.beir import BeirSource, load_beir
+    from mrl.evaluate import encode_retrieval
+    from mrl.retrieval_metrics import retrieval_by_dim
+    from mrl.transforms import load_linear
+    from tests.test_beir import synthetic_set
+
+    folder, _, _ = tiny_model
+    synthetic_set(sts_dir / "beir" / "scifact")
+    run_dir = tmp_path / "eval"
+    evaluate([f"model={folder}", "benchmarks=scifact", "transform=pca", "dims=[32,8]"], run_dir)
+    results = load_results(run_dir)
+    assert not (run_dir / "test_pairs.npz").exists()  # no STS benchmark: no pairs
+    source = OmegaConf.load(CONF / "evaluate" / "benchmarks" / "scifact.yaml").scifact
+    data = load_beir(BeirSource.from_config(source, "scifact"))
+    queries, docs = encode_retrieval(SentenceTransformer(str(folder), device="cpu"), data, 128)
+    pca = load_linear(run_dir / "pca.safetensors")
+    ours = retrieval_by_dim(
+        pca(torch.from_numpy(queries)).numpy(), pca(torch.from_numpy(docs)).numpy(), data, [32, 8]
+    )
+    for metric, by_dim in ours.items():
+        assert results.benchmarks[f"scifact/{metric}"] == pytest.approx(by_dim, abs=1e-6)
+
+
+def test_the_default_fit_data_is_the_allnli_training_split():
+    from omegaconf import OmegaConf
+
+    fit_data = OmegaConf.load(CONF / "evaluate" / "evaluate.yaml").transform_fit.data
+    assert fit_data == OmegaConf.load(CONF / "data" / "allnli.yaml").train

@@ -11,16 +11,24 @@ full width; each dim's prefix is renormalised and searched with FAISS (`mrl.retr
 `retrieval.index=flat` exact, `ivf`/`hnsw` approximate). Its metrics are stored as benchmarks
 named `<set>/<metric>` (e.g. `scifact/ndcg@10`), so STS and retrieval share one table per dim.
 
+`transform=pca|rotation|adaptor` (`mrl.posthoc`, docs/comparators.md) fits a map on training
+texts and applies it to every benchmark's full-width embeddings before the prefixes are cut;
+the map is saved in the eval folder. Each STS benchmark's per-pair cosines at every dim are
+saved (`mrl.pairs`): the test benchmark's as `test_pairs.npz`, as a training run writes them,
+the others as `pairs/<name>.npz`, so a report can put intervals on eval folders too.
+
 The folder is `outputs/evals/<model>/` plus, when given, the overrides of the settings that
-change the numbers (`dims`, `max_seq_length`, `benchmarks`, `retrieval`), so a re-run with
-other settings gets its own folder; results.json keeps those settings and a folder that holds
-other ones (e.g. a fixed hydra.run.dir) is refused in one line rather than reported as done.
+change the numbers (`dims`, `max_seq_length`, `benchmarks`, `retrieval`, `transform`,
+`transform_fit`), so a re-run with other settings gets its own folder; results.json keeps
+those settings and a folder that holds other ones (e.g. a fixed hydra.run.dir) is refused in
+one line rather than reported as done.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -32,17 +40,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from mrl.beir import BeirSource, load_beir
 from mrl.errors import ConfigError
-from mrl.metrics import spearman_by_dim
+from mrl.metrics import pair_similarities, spearman_by_dim
 from mrl.models import check_device, embedding_width, load_model, model_eval_dims, slug
+from mrl.pairs import PAIRS, write_pairs
+from mrl.posthoc import check_transform, export_posthoc, fit_posthoc
 from mrl.redact import redact
 from mrl.results import RunResults, load_results, write_run_outputs
 from mrl.retrieval_metrics import IndexSpec, retrieval_by_dim
-from mrl.run_folder import RunFolder, write_atomic
+from mrl.run_folder import EXPORT_DIR, RunFolder, write_atomic
 from mrl.schedule import check_dims
 from mrl.sources import Source, load_source
 
 # the settings (besides the model) that change the numbers; batch size and device do not
-SETTINGS = ("dims", "max_seq_length", "benchmarks", "retrieval")
+SETTINGS = ("dims", "max_seq_length", "benchmarks", "retrieval", "transform", "transform_fit")
 MAX_FOLDER_NAME = 100
 PROGRESS_MIN = 1000  # texts: an encode this long shows a progress bar
 FLAT_MAX_DOCS = 1_000_000  # above this, retrieval.index=hnsw (approximate) is suggested
@@ -105,12 +115,12 @@ def encode_retrieval(model, data, batch_size: int) -> tuple[np.ndarray, np.ndarr
     return sides[0], sides[1]
 
 
-def score_retrieval(model, name, source_cfg, dims, batch_size, spec) -> dict[str, dict]:
-    """`<name>/<metric>` -> dim -> value for one BEIR set."""
+def score_retrieval(model, name, source_cfg, dims, batch_size, spec, apply) -> dict[str, dict]:
+    """`<name>/<metric>` -> dim -> value for one BEIR set (`apply`: the post-hoc map)."""
     data = load_beir(BeirSource.from_config(source_cfg, name))
     if spec.index == "flat" and len(data.corpus) > FLAT_MAX_DOCS:
         print(f"{name}: {len(data.corpus)} documents; retrieval.index=hnsw searches faster.")
-    queries, docs = encode_retrieval(model, data, batch_size)
+    queries, docs = map(apply, encode_retrieval(model, data, batch_size))
     scores = retrieval_by_dim(queries, docs, data, dims, spec)
     ndcg = scores["ndcg@10"][dims[0]]
     print(f"{name}: {len(queries)} queries, {len(docs)} docs, nDCG@10 at {dims[0]}: {ndcg:.4f}")
@@ -144,6 +154,10 @@ def _settings(config: dict) -> dict:
     values = {key: config.get(key) for key in ("model", *SETTINGS)}
     if isinstance(values["dims"], list):  # the same dims in another order are the same numbers
         values["dims"] = sorted(values["dims"], key=str)
+    if isinstance(values["transform_fit"], dict):  # the export changes no number
+        values["transform_fit"] = {
+            k: v for k, v in values["transform_fit"].items() if k != "export"
+        }
     return values
 
 
@@ -189,6 +203,16 @@ def check_settings(cfg: DictConfig) -> None:
     for name, source_cfg in cfg.benchmarks.items():
         if is_retrieval(name, source_cfg):
             BeirSource.from_config(source_cfg, name)
+    check_transform(cfg)
+
+
+def write_sts_pairs(run_dir: Path, pairs: dict[str, tuple], test_benchmark: str) -> None:
+    """Each STS benchmark's gold scores and per-dim cosines: the test benchmark's as
+    test_pairs.npz (a training run's name and layout), the others as pairs/<name>.npz."""
+    for name, (gold, sims) in pairs.items():
+        path = run_dir / (PAIRS if name == test_benchmark else f"pairs/{slug(name)}.npz")
+        path.parent.mkdir(exist_ok=True)
+        write_pairs(path, gold, sims)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> RunResults:
@@ -212,19 +236,26 @@ def run(cfg: DictConfig, run_dir: Path) -> RunResults:
             dims = model_eval_dims(cfg.model, width)
         else:
             dims = check_dims(requested, width, "dims")
-        scores, sts = {}, []
+        post = fit_posthoc(model, cfg, dims)
+        scores, sts, pairs = {}, [], {}
         for name, source_cfg in cfg.benchmarks.items():
             if is_retrieval(name, source_cfg):
-                scores.update(score_retrieval(model, name, source_cfg, dims, cfg.batch_size, spec))
+                scores.update(
+                    score_retrieval(model, name, source_cfg, dims, cfg.batch_size, spec, post.apply)
+                )
                 continue
             sts.append(name)
             ds = load_source(Source.from_config(source_cfg))
-            left, right = encode_benchmark(model, ds, cfg.batch_size)
+            left, right = map(post.apply, encode_benchmark(model, ds, cfg.batch_size))
             scores[name] = spearman_by_dim(left, right, list(ds["score"]), dims)
+            pairs[name] = (list(ds["score"]), pair_similarities(left, right, dims))
             print(f"{name}: {len(ds)} pairs, Spearman at {dims[0]}: {scores[name][dims[0]]:.4f}")
+        if post.name and cfg.transform_fit.export:
+            shutil.rmtree(run_dir / EXPORT_DIR, ignore_errors=True)  # left by a run that died
+            export_posthoc(post, model, cfg.model, dims, run_dir / EXPORT_DIR, Path(workdir) / "x")
     first = next(iter(scores))
     results = RunResults(
-        experiment=f"eval {cfg.model}",
+        experiment=f"eval {cfg.model}" + (f" + {post.name}" if post.name else ""),
         run_dir=str(run_dir),
         backbone=cfg.model,
         eval_dims=dims,
@@ -233,13 +264,16 @@ def run(cfg: DictConfig, run_dir: Path) -> RunResults:
         model=cfg.model,
         test_benchmark=first,
         benchmarks=scores,
+        extra={"posthoc": post.record} if post.name else {},
     )
+    post.save(run_dir)
+    write_sts_pairs(run_dir, pairs, first)
     table = benchmark_table(scores, dims, sts)
     write_atomic(run_dir / "benchmarks.md", table)
     write_run_outputs(run_dir, results)
     what = "STS Spearman and retrieval metrics" if sts else "Retrieval metrics (cosine)"
     what = "Spearman (cosine)" if len(sts) == len(scores) else what
-    print(f"\n{what} by dimension, {cfg.model}:\n{table}run folder: {run_dir}")
+    print(f"\n{what} by dimension, {results.experiment[5:]}:\n{table}run folder: {run_dir}")
     return results
 
 

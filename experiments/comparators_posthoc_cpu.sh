@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Issue 13's study, part 2: post-hoc comparators on part 1's models (experiments/comparators_cpu.sh),
+# every model scored on STS-B test with eval.py, then one report with intervals.
+#   baseline + PCA, baseline + random rotation (the null control), baseline + Matryoshka adaptor
+#   (linear, trained with the Matryoshka loss on frozen embeddings), MRL + PCA: each fitted on
+#   the same first N training triplets the models trained on (never on a test split), per seed;
+#   sentence-transformers' peer models (seed 42) and the untrained backbone, as they are.
+# Then every results.json + test_pairs.npz is copied into experiments/results/comparators_cpu/
+# <group>/<seed>/ and reported with `python -m mrl.report ... --group-by folder`.
+# Time: ~1-2 min per evaluation on the 2-core CPU. Usage: bash experiments/comparators_posthoc_cpu.sh [N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export MRL_DATA_DIR=${MRL_DATA_DIR:-../shared/data} MRL_MODEL_DIR=${MRL_MODEL_DIR:-../shared/models}
+n=${1:-4000}
+study=experiments/results/comparators_cpu
+work=outputs/comparators_posthoc/n$n
+run_of() {  # exp seed [pattern]: the finished run folder of part 1
+    ls -d outputs/runs/$1/seed$2/*max_train_samples=$n,*${3:-}* 2>/dev/null | head -1
+}
+score() {  # group seed model [eval.py overrides...]
+    local group=$1 seed=$2 model=$3; shift 3
+    local dir=$work/$group/seed$seed
+    [[ -f $dir/results.json ]] || python eval.py model="$model" benchmarks=stsb max_seq_length=64 \
+        transform_fit.max_samples=$n hydra.run.dir="$dir" "$@"
+    collect "$group" "$seed" "$dir"
+}
+collect() {  # group seed folder: copy what the report reads
+    mkdir -p "$study/$1/seed$2"
+    cp "$3/results.json" "$3/test_pairs.npz" "$study/$1/seed$2/"
+}
+for seed in 42 43 44; do
+    mrl=$(run_of allnli_mrl $seed) base=$(run_of allnli_baseline $seed)
+    [[ -n $mrl ]] && collect mrl $seed "$mrl"
+    [[ -n $base ]] && collect baseline $seed "$base"
+    for d in 32 64 128; do
+        fixed=$(run_of allnli_fixed_dim $seed "fixed_dim=$d,")
+        [[ -n $fixed ]] && collect "fixed_dim=$d" $seed "$fixed"
+    done
+    if [[ -n $base ]]; then
+        score baseline+pca $seed "$base" transform=pca
+        score baseline+rotation $seed "$base" transform=rotation transform_fit.seed=$seed
+        score baseline+adaptor $seed "$base" transform=adaptor transform_fit.seed=$seed
+    fi
+    [[ -n $mrl ]] && score mrl+pca $seed "$mrl" transform=pca
+done
+for loss in matryoshka mnrl; do
+    peer=outputs/st_peer/n$n/$loss-s42
+    [[ -f $peer/peer.json ]] && score "st_$loss" 42 "$peer"
+done
+score untrained 0 sentence-transformers/all-MiniLM-L6-v2
+python -m mrl.report "$study" --group-by folder --reference baseline

@@ -184,3 +184,36 @@ def test_the_grid_is_spearman_per_layer_and_round_trips_its_keys():
     assert parse_grid(flat_grid(grid)) == grid
     assert grid_png(grid, "grid")[:4] == b"\x89PNG"
     assert grid_png(grid, "difference", reference=grid)[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("projection_dim", [None, 16])
+def test_any_models_grid_has_its_own_encode_in_the_last_row(tmp_path, projection_dim):
+    import datasets
+    from sentence_transformers import SentenceTransformer
+
+    from mrl.encoder import load_tokenizer
+    from mrl.export import export_encoder
+    from mrl.grid_eval import benchmark_grid, layer_embeddings
+    from mrl.metrics import spearman_by_dim
+
+    torch.manual_seed(0)
+    encoder = Encoder(TINY_BACKBONE, projection_dim=projection_dim).eval()
+    folder = export_encoder(encoder, load_tokenizer(TINY_BACKBONE), tmp_path / "m", 32,
+                            TINY_BACKBONE)  # fmt: skip
+    model = SentenceTransformer(str(folder), device="cpu")
+    words = ["a dog runs", "the cat sleeps at home", "a child reads", "birds sing", "a man swims"]
+    ds = datasets.Dataset.from_dict({
+        "sentence1": words * 2, "sentence2": words[1:] + words[:1] + words[2:] + words[:2],
+        "score": [0.1, 0.5, 0.9, 0.3, 0.7, 0.2, 0.4, 0.6, 0.8, 1.0],
+    })  # fmt: skip
+    dims = [encoder.width, 4]
+    grid, seconds = benchmark_grid(model, ds, dims, batch_size=4)
+    assert sorted(grid) == [1, 2] and sorted(seconds) == [1, 2]
+    left, right = (torch.as_tensor(model.encode(list(ds[c]))) for c in ("sentence1", "sentence2"))
+    own = spearman_by_dim(left, right, ds["score"], dims)
+    assert grid[2] == pytest.approx(own, abs=1e-6)
+    # layer 1's row is the export cut to 1 layer, as our encoder pools it
+    ours = load_tokenizer(TINY_BACKBONE)(words, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        layer_1 = encoder(ours["input_ids"], ours["attention_mask"], layers=[1])[0]
+    torch.testing.assert_close(layer_embeddings(model, words, [1])[0], layer_1, atol=1e-5, rtol=0)

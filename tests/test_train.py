@@ -154,7 +154,7 @@ def test_cli_bad_input_exits_nonzero_without_traceback(data_dir, tmp_path):
     assert unknown.returncode == 2
     assert unknown.stderr.strip() == (
         "error: exp=nope is not a config in conf/exp/; choose one of allnli_baseline, "
-        "allnli_fixed_dim, allnli_mrl, stsb_cosent_baseline, stsb_cosent_mrl."
+        "allnli_fixed_dim, allnli_mrl, mixture_mrl, stsb_cosent_baseline, stsb_cosent_mrl."
     )
 
     too_big = _cli(["+exp=allnli_mrl", *FAST, "matryoshka.dims=[999]"], tmp_path, data_dir)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,22 +35,31 @@ def plain(node) -> dict:
     return OmegaConf.to_container(node, resolve=True)
 
 
+def dataset_losses(cfg: DictConfig) -> dict[str, str] | None:
+    """{dataset: base loss name} of `data.mixture` (None: one dataset, trained with loss.name)."""
+    mixture = cfg.data.get("mixture")
+    return {name: d.loss for name, d in mixture.datasets.items()} if mixture else None
+
+
 def build_module(cfg: DictConfig) -> MatryoshkaModule:
-    """The LightningModule from the model, matryoshka, loss and optim groups (checks the dims
-    and weights against the backbone)."""
+    """The LightningModule from the model, matryoshka, loss and optim groups and the losses of
+    a data mixture (checks the dims and weights against the backbone)."""
     return MatryoshkaModule(
         model=plain(cfg.model),
         matryoshka=plain(cfg.matryoshka),
         loss=plain(cfg.loss),
         optim=plain(cfg.optim),
+        dataset_losses=dataset_losses(cfg),
     )
 
 
 def build_datamodule(cfg: DictConfig) -> MatryoshkaDataModule:
     d = cfg.data
+    mixture = d.get("mixture")
     return MatryoshkaDataModule(
         backbone=cfg.model.backbone,
-        train=plain(d.train),
+        train=None if mixture else plain(d.train),
+        mixture=plain(mixture) if mixture else None,
         validation=plain(cfg.eval.validation),
         test=plain(cfg.eval.test),
         batch_size=d.batch_size,
@@ -225,26 +235,41 @@ def build(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Run:
 def plan_text(cfg: DictConfig, run: Run, folder: RunFolder) -> str:
     """What `+plan=true` shows: the resolved schedule, steps and batch, without training."""
     m, t, n = run.module, cfg.trainer, cfg.matryoshka.n_dims_per_step
-    per_epoch = len(run.datamodule.train_dataloader())
+    loader = run.datamodule.train_dataloader()
+    per_epoch = len(loader)
     steps = per_epoch * t.max_epochs // t.accumulate_grad_batches if t.max_epochs > 0 else None
     if t.max_steps != -1:
         steps = t.max_steps if steps is None else min(steps, t.max_steps)
     world = (t.devices if isinstance(t.devices, int) and t.devices > 0 else 1) * t.num_nodes
+    losses = dataset_losses(cfg)
+    bases = ", ".join(f"{k}: {v}" for k, v in losses.items()) if losses else cfg.loss.name
     lines = [
         f"experiment       {cfg.exp_name} (seed {cfg.seed})",
         f"backbone         {cfg.model.backbone}",
-        f"loss             matryoshka({cfg.loss.name}), scale {cfg.loss.scale}",
+        f"loss             matryoshka({bases}), scale {cfg.loss.scale}",
         f"schedule dims    {m.schedule_dims}",
         f"weights          {[round(w, 4) for w in m.weights]}",
         f"trained dims     {m.train_dims}" + (f", {n} per step" if n else ""),
         f"eval dims        {m.eval_dims}",
         f"steps            {steps} ({per_epoch} batches per epoch, {t.max_epochs} epoch(s))",
+        *([f"mixture          {mixture_plan(cfg, loader.batch_sampler)}"] if losses else []),
         f"effective batch  {cfg.data.batch_size * t.accumulate_grad_batches} rows over {world} "
         "process(es)",
         f"resume from      {run.ckpt_path or 'nothing (fresh run)'}",
         f"run folder       {folder.path}",
     ]
     return "\n".join(lines)
+
+
+def mixture_plan(cfg: DictConfig, sampler) -> str:
+    """Each dataset's batches in the first epoch and its weight, and the order."""
+    counts = Counter(i for i, _ in sampler.global_batches())
+    mixture = cfg.data.mixture
+    parts = [
+        f"{name} {counts[i]} batches (weight {d.weight})"
+        for i, (name, d) in enumerate(mixture.datasets.items())
+    ]
+    return ", ".join(parts) + f"; order {mixture.get('order', 'proportional')}"
 
 
 def print_config_tree(cfg: DictConfig, groups=("data", "model", "matryoshka", "loss", "optim",

@@ -9,6 +9,8 @@ each option to its value check (`mrl.option_values`).
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Callable
 
 import torch
@@ -16,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from mrl.encoder import POOLINGS, check_backbone, projection_dim_problem
 from mrl.errors import ConfigError
-from mrl.losses import base_loss
+from mrl.losses import BASE_LOSSES, base_loss
+from mrl.mixture import ORDERS
 from mrl.option_values import (
     batches,
     boolean,
@@ -33,7 +36,9 @@ from mrl.option_values import (
 )
 from mrl.run_folder import RunFolder
 from mrl.schedule import RULES
+from mrl.sources import Source
 
+REQUIRED_SOURCE = {"hub_id", "hub_split", "local_file", "columns"}
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
 
 
@@ -62,6 +67,7 @@ OPTIONS: dict[str, Callable] = {
     "data.max_train_samples": whole(1, optional=True),
     "data.no_duplicates": boolean,
     "data.num_workers": whole(0),
+    "data.mixture.order": one_of(*ORDERS),
     "eval.batch_size": whole(1),
     "eval.score_untrained": boolean,
     "eval.retrieval.max_queries": whole(1, optional=True),
@@ -111,21 +117,23 @@ def check_options(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={plain_value!r} {problem}.")
 
 
-def check_combinations(cfg: DictConfig, trainer: dict) -> None:
-    """Options that are each valid but impossible together, or on this machine: one line each."""
-    base = base_loss(cfg.loss.name)
-    columns = list(cfg.data.train.columns)
+def check_loss_columns(loss: str, columns: list, field: str, loss_field: str = "loss") -> None:
+    """That the data columns `field` (e.g. data.train.columns) fit the base loss `loss` (set
+    by `loss_field`): scores for a pairs loss, none for an in-batch one, the number of texts."""
+    base = base_loss(loss)
     texts = [c for c in columns if c != "score"]
     scored = "score" in columns
     if base.scored and not scored:
         raise ConfigError(
-            f"loss={base.name} trains on scored pairs but data.train.columns={columns} has no "
-            "score; use data=stsb_pairs (columns [sentence1, sentence2, score]) or loss=mnrl."
+            f"{loss_field}={base.name} trains on scored pairs but {field}={columns} has no "
+            "score; use scored pairs (columns [sentence1, sentence2, score], e.g. "
+            f"data=stsb_pairs) or {loss_field}=mnrl."
         )
     if not base.scored and scored:
         raise ConfigError(
-            f"loss={base.name} ignores gold scores but data.train.columns={columns} has one; use "
-            "loss=cosent or loss=angle for scored pairs (as +exp=stsb_cosent_mrl does)."
+            f"{loss_field}={base.name} ignores gold scores but {field}={columns} has one; use "
+            f"{loss_field}=cosent or {loss_field}=angle for scored pairs (as "
+            "+exp=stsb_cosent_mrl does)."
         )
     most = base.max_text_columns
     if len(texts) < base.min_text_columns or (most is not None and len(texts) > most):
@@ -135,9 +143,68 @@ def check_combinations(cfg: DictConfig, trainer: dict) -> None:
             else f">= {base.min_text_columns}"
         )
         raise ConfigError(
-            f"loss={base.name} needs {want} text columns but data.train.columns={columns}; "
-            "pick a data config with the columns it needs."
+            f"{loss_field}={base.name} needs {want} text columns but {field}={columns}; "
+            "pick data with the columns it needs."
         )
+
+
+def check_mixture(mixture, train) -> None:
+    """A `data.mixture`: its shape, and each dataset's name, weight, loss and source, and that
+    the source's columns fit the loss (`check_loss_columns`)."""
+    shape = "{order: proportional, datasets: {NAME: {loss: mnrl, weight: 1.0, source: {...}}}}"
+    if not isinstance(mixture, DictConfig) or not set(mixture) <= {"order", "datasets"}:
+        raise ConfigError(f"data.mixture must be null or {shape}.")
+    if train is not None:
+        raise ConfigError(
+            "data.mixture replaces data.train, but both are set; set data.train=null (as "
+            "data=nli_stsb_mixture does) or data.mixture=null."
+        )
+    datasets = mixture.get("datasets")
+    if not isinstance(datasets, DictConfig) or not datasets:
+        value = OmegaConf.to_container(datasets) if OmegaConf.is_config(datasets) else datasets
+        raise ConfigError(
+            f"data.mixture.datasets={value!r} must name at least one dataset: {shape}."
+        )
+    for name, dataset in datasets.items():
+        field = f"data.mixture.datasets.{name}"
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", str(name)):
+            raise ConfigError(f"{field}: a dataset name must be letters, digits, _ or - only.")
+        if not isinstance(dataset, DictConfig) or {"loss", "source"} - set(dataset):
+            raise ConfigError(f"{field} must have a loss and a source (and a weight, default 1).")
+        if set(dataset) - {"loss", "weight", "source"}:
+            extra = sorted(set(dataset) - {"loss", "weight", "source"})
+            raise ConfigError(f"{field} has unknown key(s) {extra}; it takes loss, weight, source.")
+        weight = dataset.get("weight", 1.0)
+        if number(0, above=True)(weight):
+            raise ConfigError(
+                f"{field}.weight={weight!r} must be a number > 0 (batches per epoch: 1 = every "
+                "row once, 0.5 = half of them, 2 = twice)."
+            )
+        if dataset.loss not in BASE_LOSSES:
+            raise ConfigError(
+                f"{field}.loss={dataset.loss!r} is unknown; use one of {', '.join(BASE_LOSSES)}."
+            )
+        source = dataset.source
+        fields = {f.name for f in dataclasses.fields(Source)}
+        if not isinstance(source, DictConfig) or not (REQUIRED_SOURCE <= set(source) <= fields):
+            have = sorted(source) if isinstance(source, DictConfig) else source
+            raise ConfigError(
+                f"{field}.source={have} must have {', '.join(sorted(REQUIRED_SOURCE))} and may "
+                f"have {', '.join(sorted(fields - REQUIRED_SOURCE))} (as data.train has)."
+            )
+        Source.from_config(source).check()
+        check_loss_columns(
+            dataset.loss, list(source.columns), f"{field}.source.columns", f"{field}.loss"
+        )
+
+
+def check_combinations(cfg: DictConfig, trainer: dict) -> None:
+    """Options that are each valid but impossible together, or on this machine: one line each."""
+    mixture = cfg.data.get("mixture")
+    if mixture is not None:
+        check_mixture(mixture, cfg.data.get("train"))
+    else:
+        check_loss_columns(cfg.loss.name, list(cfg.data.train.columns), "data.train.columns")
     mini = cfg.loss.cached_mini_batch_size
     if mini is not None:
         if mini > cfg.data.batch_size:

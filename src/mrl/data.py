@@ -1,5 +1,6 @@
 """Training and evaluation data for Lightning: one-time tokenization, batches without duplicate
-texts that resume mid-epoch, and the LightningDataModule (sources: `mrl.sources`)."""
+texts that resume mid-epoch, and the LightningDataModule (sources: `mrl.sources`; several
+training datasets: `mrl.mixture`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from mrl.batch import collate_texts
 from mrl.errors import ConfigError
+from mrl.mixture import MixtureBatchSampler, MixtureRows, collate_mixture, mixture_datasets
 from mrl.sources import Source, load_source
 
 
@@ -120,12 +122,16 @@ class ResumableLoader(DataLoader):
 
 
 class MatryoshkaDataModule(L.LightningDataModule):
-    """Tokenized training triplets/pairs and STS validation/test pairs, from plain arguments."""
+    """Tokenized training triplets/pairs and STS validation/test pairs, from plain arguments.
+
+    `train` is one training dataset; `mixture` (the plain `data.mixture` config) several, each
+    batch from one of them (`mrl.mixture`), the batch naming it in `batch["dataset"]`.
+    """
 
     def __init__(
         self,
         backbone: str,
-        train: dict,
+        train: dict | None,
         validation: dict,
         test: dict,
         batch_size: int = 128,
@@ -136,16 +142,22 @@ class MatryoshkaDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 42,
         trust_remote_code: bool = False,
+        mixture: dict | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.mixture = mixture_datasets(mixture) if mixture else None
+        self.train_sources = (  # training sets by name: "train" alone, or the mixture's
+            {d.name: d.source for d in self.mixture}
+            if self.mixture
+            else {"train": Source.from_config(train)}
+        )
         self.sources = {
-            "train": Source.from_config(train),
             "validation": Source.from_config(validation),
             "test": Source.from_config(test),
         }
-        self.splits: dict[str, datasets.Dataset] = {}
-        self._sampler_len: int | None = None
+        self.splits: dict[str, datasets.Dataset] = {}  # validation and test
+        self.train_sets: dict[str, datasets.Dataset] = {}
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -156,18 +168,17 @@ class MatryoshkaDataModule(L.LightningDataModule):
             self.hparams.backbone, self.hparams.trust_remote_code
         )
         self.pad_id = tokenizer.pad_token_id
-        for name, source in self.sources.items():
-            ds = load_source(source)
-            if name == "train" and self.hparams.max_train_samples:
-                ds = ds.select(range(min(self.hparams.max_train_samples, len(ds))))
-            if len(ds) == 0:
-                raise ConfigError(f"the {name} data ({source.local_file}) has no rows.")
-            self.splits[name] = tokenize(
-                ds, tokenizer, source.text_columns, self.hparams.max_seq_length
-            )
+        for split, sources in (("train", self.train_sources), ("eval", self.sources)):
+            for name, source in sources.items():
+                ds = load_source(source)
+                if split == "train" and self.hparams.max_train_samples:
+                    ds = ds.select(range(min(self.hparams.max_train_samples, len(ds))))
+                if len(ds) == 0:
+                    raise ConfigError(f"the {name} data ({source.local_file}) has no rows.")
+                ds = tokenize(ds, tokenizer, source.text_columns, self.hparams.max_seq_length)
+                (self.train_sets if split == "train" else self.splits)[name] = ds
 
-    def _loader(self, split: str, ds: datasets.Dataset, **batching) -> DataLoader:
-        columns = self.sources[split].text_columns
+    def _loader(self, ds, collate_fn, **batching) -> DataLoader:
         loader = ResumableLoader if "batch_sampler" in batching else DataLoader
         return loader(
             ds,
@@ -175,24 +186,46 @@ class MatryoshkaDataModule(L.LightningDataModule):
             # its own generator: starting an epoch then draws nothing from the global RNG that
             # dropout uses, so a run resumed mid-epoch draws the same masks as an uninterrupted one
             generator=torch.Generator().manual_seed(self.hparams.seed),
-            collate_fn=lambda rows: collate_texts(rows, columns, self.pad_id),
+            collate_fn=collate_fn,
             **batching,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        ds = self.splits["train"]
-        columns = self.sources["train"].text_columns
-        row_texts = list(zip(*(ds[c] for c in columns), strict=True))
-        trainer = self.trainer
-        sampler = NoDuplicatesBatchSampler(
-            row_texts,
+    def _batch_sampler(self, name: str, rank: int, world: int) -> NoDuplicatesBatchSampler:
+        ds, columns = self.train_sets[name], self.train_sources[name].text_columns
+        return NoDuplicatesBatchSampler(
+            list(zip(*(ds[c] for c in columns), strict=True)),
             self.hparams.batch_size,
             seed=self.hparams.seed,
             no_duplicates=self.hparams.no_duplicates,
-            rank=trainer.global_rank if trainer else 0,
-            world_size=trainer.world_size if trainer else 1,
+            rank=rank,
+            world_size=world,
         )
-        return self._loader("train", ds, batch_sampler=sampler)
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        if self.mixture is None:
+            columns = self.train_sources["train"].text_columns
+            return self._loader(
+                self.train_sets["train"],
+                lambda rows: collate_texts(rows, columns, self.pad_id),
+                batch_sampler=self._batch_sampler("train", rank, world),
+            )
+        names = [d.name for d in self.mixture]
+        sampler = MixtureBatchSampler(
+            [self._batch_sampler(name, 0, world) for name in names],
+            [d.weight for d in self.mixture],
+            order=self.hparams.mixture.get("order", "proportional"),
+            seed=self.hparams.seed,
+            rank=rank,
+            world_size=world,
+        )
+        columns = [self.train_sources[name].text_columns for name in names]
+        return self._loader(
+            MixtureRows([self.train_sets[name] for name in names]),
+            lambda rows: collate_mixture(rows, names, columns, self.pad_id),
+            batch_sampler=sampler,
+        )
 
     def _eval_loader(self, split: str) -> DataLoader:
         """Rank r of W gets the r-th contiguous block of ceil(N / W) pairs; the module gathers
@@ -202,7 +235,12 @@ class MatryoshkaDataModule(L.LightningDataModule):
         if trainer is not None and trainer.world_size > 1:
             block = eval_block(len(ds), trainer.global_rank, trainer.world_size)
             ds = ds.select(range(block.start, block.stop))
-        return self._loader(split, ds, batch_size=self.hparams.eval_batch_size)
+        columns = self.sources[split].text_columns
+        return self._loader(
+            ds,
+            lambda rows: collate_texts(rows, columns, self.pad_id),
+            batch_size=self.hparams.eval_batch_size,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("validation")

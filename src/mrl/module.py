@@ -9,6 +9,7 @@ from transformers import get_linear_schedule_with_warmup
 from mrl.cached import cached_step
 from mrl.encoder import Encoder, encoder_width
 from mrl.errors import ConfigError
+from mrl.hparams import grouped_hparams
 from mrl.matryoshka import GlobalBatch, MatryoshkaLoss
 from mrl.metrics import mean_over_log2_dims, pair_similarities, retention, spearman_by_dim
 from mrl.pairs import TestPairs
@@ -30,46 +31,16 @@ class NonFiniteLoss(RuntimeError):
         super().__init__(f"the loss is {value} at step {step} (non-finite at dims {dims})")
 
 
-# Each config group's defaults: a checkpoint or test that leaves a key out gets these.
-DEFAULTS = {
-    "model": {
-        "backbone": None, "pooling": "mean", "chunk_size": "auto", "compile": False,
-        "trust_remote_code": False, "projection_dim": None,
-    },
-    "matryoshka": {
-        "enabled": True, "dims": None, "rule": "pow2", "min_dim_ratio": 1 / 12,
-        "weights": None, "n_dims_per_step": None, "fixed_dim": None,
-    },
-    "loss": {"name": "mnrl", "scale": 20.0, "cached_mini_batch_size": None, "on_nonfinite": "stop"},
-    "optim": {"lr": 2e-5, "weight_decay": 0.01, "warmup_ratio": 0.1},
-}  # fmt: skip
-# checkpoints written before the grouped arguments held these flat keys
-FLAT_KEYS = {"matryoshka": ("matryoshka", "enabled"), "loss": ("loss", "name")}
-
-
-def grouped_hparams(hparams: dict) -> dict:
-    """A checkpoint's hyper-parameters as the four groups, from grouped or old flat keys."""
-    if isinstance(hparams.get("model"), dict):
-        return {group: {**DEFAULTS[group], **hparams.get(group, {})} for group in DEFAULTS}
-    groups = {group: dict(values) for group, values in DEFAULTS.items()}
-    for key, value in hparams.items():
-        group, name = FLAT_KEYS.get(key) or next(
-            ((g, key) for g, values in DEFAULTS.items() if key in values), (None, None)
-        )
-        if group:
-            groups[group][name] = value
-    return groups
-
-
 class MatryoshkaModule(L.LightningModule):
     """Trains an encoder with a Matryoshka loss and evaluates every prefix on STS pairs.
 
     Its arguments are the config groups as plain dicts (`model`, `matryoshka`, `loss`,
-    `optim`), so a new option is one yaml line plus the code that reads it, and
-    `load_from_checkpoint` rebuilds the module alone. `matryoshka.enabled=False` trains only
-    the full width (the regular baseline) but still evaluates at every eval dim: the schedule
-    dims plus the standard pow2 dims of the width, so runs with different schedules compare
-    dim by dim.
+    `optim`; `dataset_losses`: a data mixture's base loss per dataset, which replaces
+    `loss.name` for that dataset's batches), so a new option is one yaml line plus the code
+    that reads it, and `load_from_checkpoint` rebuilds the module alone.
+    `matryoshka.enabled=False` trains only the full width (the regular baseline) but still
+    evaluates at every eval dim: the schedule dims plus the standard pow2 dims of the width,
+    so runs with different schedules compare dim by dim.
     """
 
     def __init__(
@@ -78,10 +49,11 @@ class MatryoshkaModule(L.LightningModule):
         matryoshka: dict | None = None,
         loss: dict | None = None,
         optim: dict | None = None,
+        dataset_losses: dict | None = None,
     ):
         super().__init__()
         given = {"model": model, "matryoshka": matryoshka, "loss": loss, "optim": optim}
-        groups = {g: {**DEFAULTS[g], **(given[g] or {})} for g in DEFAULTS}
+        groups = grouped_hparams({**given, "dataset_losses": dataset_losses})
         self.save_hyperparameters(groups)
         m, lo, mc = groups["matryoshka"], groups["loss"], groups["model"]
         # the embedding width: the projection head's if there is one, else the hidden size
@@ -100,9 +72,13 @@ class MatryoshkaModule(L.LightningModule):
         # the baseline trains the full width only; every dim is still logged and evaluated
         n = len(self.schedule_dims)
         train_weights = self.weights if m["enabled"] else [1.0] + [0.0] * (n - 1)
-        self.loss = MatryoshkaLoss(
-            lo["name"], self.schedule_dims, train_weights, lo["scale"], m["n_dims_per_step"]
-        )
+        self.losses = {  # by batch["dataset"] (None: the one dataset without a mixture)
+            dataset: MatryoshkaLoss(
+                base, self.schedule_dims, train_weights, lo["scale"], m["n_dims_per_step"]
+            )
+            for dataset, base in (groups["dataset_losses"] or {None: lo["name"]}).items()
+        }
+        self.loss = next(iter(self.losses.values()))  # dims, weights, step draws: all the same
         self.encoder = Encoder(
             mc["backbone"], mc["pooling"], mc["chunk_size"], mc["trust_remote_code"],
             mc["projection_dim"],
@@ -132,7 +108,8 @@ class MatryoshkaModule(L.LightningModule):
     def loss_on_embeddings(
         self, embeddings: torch.Tensor, batch: dict, weights: list[float]
     ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        """The Matryoshka loss of this rank's texts against the global batch.
+        """The Matryoshka loss of this rank's texts against the global batch, with the base
+        loss of the batch's dataset (`batch["dataset"]`, a mixture's; else `loss.name`).
 
         Under several devices the full-width embeddings are gathered once, with gradient, and
         every dim's similarities come from prefixes of that one gather.
@@ -144,7 +121,7 @@ class MatryoshkaModule(L.LightningModule):
         global_batch = GlobalBatch.from_embeddings(
             embeddings, batch["n_rows"], gathered, self.global_rank, scores
         )
-        return self.loss(global_batch, weights)
+        return self.losses[batch.get("dataset")](global_batch, weights)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         n_rows, weights = batch["n_rows"], self.loss.step_weights()
@@ -161,8 +138,13 @@ class MatryoshkaModule(L.LightningModule):
             self.log("train/skipped_batches", float(self.skipped_batches), batch_size=n_rows)
             return None
         self.log("train/loss", loss, prog_bar=True, batch_size=n_rows)
+        dataset = batch.get("dataset")  # a mixture's batch also logs under its dataset
+        if dataset is not None:
+            self.log(f"train/loss/{dataset}", loss.detach(), batch_size=n_rows)
         for dim, value in per_dim.items():
             self.log(f"train/loss@{dim}", value.detach(), batch_size=n_rows)
+            if dataset is not None:
+                self.log(f"train/loss/{dataset}@{dim}", value.detach(), batch_size=n_rows)
         return loss
 
     def _cached_training_step(self, batch: dict, weights: list[float]):

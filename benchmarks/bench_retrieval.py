@@ -44,7 +44,7 @@ def ours(model, batch_size: int, dims: list[int]) -> tuple[float, dict, str]:
     from omegaconf import OmegaConf
 
     from mrl.beir import BeirSource, load_beir
-    from mrl.evaluate import encode_retrieval
+    from mrl.eval_retrieval import encode_retrieval
     from mrl.retrieval_metrics import retrieval_by_dim
 
     start = time.perf_counter()

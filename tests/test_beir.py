@@ -308,7 +308,7 @@ def test_metrics_equal_sentence_transformers_at_every_dim(tmp_path, monkeypatch)
     from sentence_transformers import SentenceTransformer
 
     from mrl.encoder import Encoder, load_tokenizer
-    from mrl.evaluate import encode_retrieval
+    from mrl.eval_retrieval import encode_retrieval
     from mrl.export import export_encoder
 
     monkeypatch.setenv("MRL_DATA_DIR", str(tmp_path))

@@ -444,7 +444,7 @@ def test_a_transform_maps_the_retrieval_queries_and_documents_too(sts_dir, tiny_
     from sentence_transformers import SentenceTransformer
 
     from mrl.beir import BeirSource, load_beir
-    from mrl.evaluate import encode_retrieval
+    from mrl.eval_retrieval import encode_retrieval
     from mrl.retrieval_metrics import retrieval_by_dim
     from mrl.transforms import load_linear
     from tests.test_beir import synthetic_set
@@ -471,3 +471,25 @@ def test_the_default_fit_data_is_the_allnli_training_split():
 
     fit_data = OmegaConf.load(CONF / "evaluate" / "evaluate.yaml").transform_fit.data
     assert fit_data == OmegaConf.load(CONF / "data" / "allnli.yaml").train
+
+
+def test_grid_true_writes_the_layers_by_dims_grid_and_encode_times(sts_dir, tiny_model, tmp_path):
+    from mrl.grid import parse_grid
+
+    folder, encoder, tokenizer = tiny_model
+    run_dir = tmp_path / "grid"
+    evaluate([f"model={folder}", "benchmarks=stsb", "grid=true"], run_dir)
+    results = load_results(run_dir)
+    grid = parse_grid(results.extra["grid"])
+    assert sorted(grid) == [1, 2] and sorted(grid[2]) == sorted(results.eval_dims)
+    assert grid[2] == pytest.approx(results.test, abs=1e-6)  # the last layer is the model
+    assert set(results.extra["encode_seconds_by_depth"]) == {"1", "2"}
+    assert (run_dir / "grid.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_grid_with_a_transform_is_one_line(sts_dir, tiny_model, tmp_path, capsys):
+    folder, _, _ = tiny_model
+    with pytest.raises(SystemExit):
+        evaluate([f"model={folder}", "benchmarks=stsb", "grid=true", "transform=pca"],
+                 tmp_path / "g")  # fmt: skip
+    one_error_line(capsys.readouterr().err, "grid=true scores the model's own layers")

@@ -33,29 +33,36 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from mrl.beir import BeirSource, load_beir
+from mrl.beir import BeirSource
 from mrl.errors import ConfigError
+from mrl.eval_retrieval import is_retrieval, score_retrieval
+from mrl.grid import GRID_PNG, check_grid, grid_png, grid_record, parse_grid
 from mrl.metrics import pair_similarities, spearman_by_dim
 from mrl.models import check_device, embedding_width, load_model, model_eval_dims, slug
 from mrl.pairs import PAIRS, write_pairs
 from mrl.posthoc import check_transform, export_posthoc, fit_posthoc
 from mrl.redact import redact
 from mrl.results import RunResults, load_results, write_run_outputs
-from mrl.retrieval_metrics import IndexSpec, retrieval_by_dim
+from mrl.retrieval_metrics import IndexSpec
 from mrl.run_folder import EXPORT_DIR, RunFolder, write_atomic
 from mrl.schedule import check_dims
 from mrl.sources import Source, load_source
 
 # the settings (besides the model) that change the numbers; batch size and device do not
-SETTINGS = ("dims", "max_seq_length", "benchmarks", "retrieval", "transform", "transform_fit")
+SETTINGS = (
+    "dims",
+    "max_seq_length",
+    "benchmarks",
+    "retrieval",
+    "transform",
+    "transform_fit",
+    "grid",
+)
 MAX_FOLDER_NAME = 100
-PROGRESS_MIN = 1000  # texts: an encode this long shows a progress bar
-FLAT_MAX_DOCS = 1_000_000  # above this, retrieval.index=hnsw (approximate) is suggested
 
 
 def eval_dir(model, overrides: str | None = None) -> str:
@@ -87,44 +94,6 @@ def encode_benchmark(model, ds, batch_size: int) -> tuple[torch.Tensor, torch.Te
     left = embeddings[[index[t] for t in first]]
     right = embeddings[[index[t] for t in second]]
     return left, right
-
-
-def is_retrieval(name: str, source_cfg) -> bool:
-    """True for a BEIR set (`task: retrieval`), False for STS pairs (no `task`)."""
-    task = source_cfg.get("task")
-    if task is not None and task != "retrieval":
-        raise ConfigError(
-            f"benchmarks.{name}.task={task!r} is unknown; use task: retrieval (a BEIR set) or "
-            "leave it out (STS pairs)."
-        )
-    return task == "retrieval"
-
-
-def encode_retrieval(model, data, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Full-width query and document embeddings, each text encoded once, with the model's
-    query / document prompts if it has them (as ST's InformationRetrievalEvaluator)."""
-    sides = []
-    for encode, texts in ((model.encode_query, data.queries), (model.encode_document, data.corpus)):
-        embeddings = encode(
-            texts,
-            batch_size=batch_size,
-            convert_to_numpy=True,
-            show_progress_bar=len(texts) >= PROGRESS_MIN,
-        )
-        sides.append(np.asarray(embeddings, dtype=np.float32))
-    return sides[0], sides[1]
-
-
-def score_retrieval(model, name, source_cfg, dims, batch_size, spec, apply) -> dict[str, dict]:
-    """`<name>/<metric>` -> dim -> value for one BEIR set (`apply`: the post-hoc map)."""
-    data = load_beir(BeirSource.from_config(source_cfg, name))
-    if spec.index == "flat" and len(data.corpus) > FLAT_MAX_DOCS:
-        print(f"{name}: {len(data.corpus)} documents; retrieval.index=hnsw searches faster.")
-    queries, docs = map(apply, encode_retrieval(model, data, batch_size))
-    scores = retrieval_by_dim(queries, docs, data, dims, spec)
-    ndcg = scores["ndcg@10"][dims[0]]
-    print(f"{name}: {len(queries)} queries, {len(docs)} docs, nDCG@10 at {dims[0]}: {ndcg:.4f}")
-    return {f"{name}/{metric}": by_dim for metric, by_dim in scores.items()}
 
 
 def benchmark_table(
@@ -191,9 +160,9 @@ def finished(run_dir: Path, config: dict) -> RunResults | None:
 def check_settings(cfg: DictConfig) -> None:
     for key in ("batch_size", "max_seq_length"):
         value = cfg[key]
-        if value is None and key == "max_seq_length":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if (value is not None or key != "max_seq_length") and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
             raise ConfigError(f"{key}={value!r} must be a whole number >= 1, e.g. {key}=128.")
     if not cfg.benchmarks:
         raise ConfigError("benchmarks is empty; give at least one, e.g. benchmarks=sts.")
@@ -204,6 +173,7 @@ def check_settings(cfg: DictConfig) -> None:
         if is_retrieval(name, source_cfg):
             BeirSource.from_config(source_cfg, name)
     check_transform(cfg)
+    check_grid(cfg.grid, cfg.transform)
 
 
 def write_sts_pairs(run_dir: Path, pairs: dict[str, tuple], test_benchmark: str) -> None:
@@ -249,6 +219,8 @@ def run(cfg: DictConfig, run_dir: Path) -> RunResults:
             left, right = map(post.apply, encode_benchmark(model, ds, cfg.batch_size))
             scores[name] = spearman_by_dim(left, right, list(ds["score"]), dims)
             pairs[name] = (list(ds["score"]), pair_similarities(left, right, dims))
+            if cfg.grid and len(sts) == 1:  # the layers x dims grid of the test benchmark
+                grid = grid_record(model, ds, dims, cfg.batch_size)
             print(f"{name}: {len(ds)} pairs, Spearman at {dims[0]}: {scores[name][dims[0]]:.4f}")
         if post.name and cfg.transform_fit.export:
             shutil.rmtree(run_dir / EXPORT_DIR, ignore_errors=True)  # left by a run that died
@@ -266,6 +238,11 @@ def run(cfg: DictConfig, run_dir: Path) -> RunResults:
         benchmarks=scores,
         extra={"posthoc": post.record} if post.name else {},
     )
+    if cfg.grid and sts:
+        results.extra.update(grid)
+        write_atomic(
+            run_dir / GRID_PNG, grid_png(parse_grid(grid["grid"]), f"{cfg.model}: {first}")
+        )
     post.save(run_dir)
     write_sts_pairs(run_dir, pairs, first)
     table = benchmark_table(scores, dims, sts)

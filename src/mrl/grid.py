@@ -12,9 +12,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from mrl.errors import ConfigError
 from mrl.metrics import spearman_by_dim
 
 Grid = dict[int, dict[int, float]]
+GRID_PNG = "grid.png"
 
 
 def grid_key(layer: int, dim: int) -> str:
@@ -78,3 +80,21 @@ def grid_png(grid: Grid, title: str, reference: Grid | None = None) -> bytes:
                 ax.text(j, i, fmt.format(values[i, j]), ha="center", va="center", fontsize=8)
     fig.colorbar(image, ax=ax, label="Spearman" if reference is None else "difference")
     return png_bytes(fig)
+
+
+def check_grid(grid, transform) -> None:
+    if not isinstance(grid, bool):
+        raise ConfigError(f"grid={grid!r} must be true or false.")
+    if grid and transform:
+        raise ConfigError("grid=true scores the model's own layers; drop transform= for it.")
+
+
+def grid_record(model, ds, dims, batch_size: int) -> dict:
+    """What eval.py stores for `grid=true`: the flat grid and encode seconds by depth."""
+    from mrl.grid_eval import benchmark_grid
+
+    grid, seconds = benchmark_grid(model, ds, dims, batch_size)
+    return {
+        "grid": flat_grid(grid),
+        "encode_seconds_by_depth": {str(k): v for k, v in seconds.items()},
+    }

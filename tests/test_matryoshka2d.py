@@ -217,3 +217,29 @@ def test_any_models_grid_has_its_own_encode_in_the_last_row(tmp_path, projection
     with torch.no_grad():
         layer_1 = encoder(ours["input_ids"], ours["attention_mask"], layers=[1])[0]
     torch.testing.assert_close(layer_embeddings(model, words, [1])[0], layer_1, atol=1e-5, rtol=0)
+
+
+def test_export_layers_k_of_a_run_loads_in_sentence_transformers(data_dir, run_main, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from mrl.encoder import load_tokenizer
+    from mrl.export import main as export_main
+    from mrl.module import MatryoshkaModule
+    from tests.conftest import FAST
+
+    run_dir = tmp_path / "run"
+    run_main(["+exp=allnli_mrl", *FAST, "data.max_train_samples=16", "data.batch_size=8"], run_dir)
+    export_main([str(run_dir), "--layers", "1"])
+    folder = run_dir / "sentence-transformers-L1"
+    module = MatryoshkaModule.load_from_checkpoint(
+        run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    ).eval()
+    texts = ["a dog runs in the park", "the cat sleeps"]
+    ids = load_tokenizer("mrl/tiny-random-bert")(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        layer_1 = module.encoder(ids["input_ids"], ids["attention_mask"], layers=[1])[0]
+    model = SentenceTransformer(str(folder), device="cpu", truncate_dim=8)
+    torch.testing.assert_close(
+        torch.as_tensor(model.encode(texts)), layer_1[:, :8], atol=1e-5, rtol=0
+    )
+    assert "the first 1 of the run's 2 layers" in (folder / "README.md").read_text()

@@ -9,7 +9,8 @@ Dense module (identity activation, safetensors weights) when the encoder has a p
 truncated prefix itself), a README.md model card (`mrl.model_card`: Hub metadata with a
 model-index result per benchmark and dim, the per-dim results table, the training config), and
 mrl.json with the run's eval_dims and schedule_dims (the dims the tools use for it), and its
-projection_dim if it has a head. The backbone was trained without its unused pooler, so
+projection_dim if it has a head. The run's prompts (`data.prompts`, `eval.prompt`) are in
+config_sentence_transformers.json by name (`mrl.prompts`), the eval prompt as the default. The backbone was trained without its unused pooler, so
 sentence_bert_config.json tells transformers not to expect one (no "newly initialized" warning
 on load). It is built in a temp folder and renamed into place, so a crash leaves no
 half-written export; its files get the modes plainly created files get.
@@ -34,6 +35,7 @@ from mrl import hub
 from mrl.errors import ConfigError
 from mrl.model_card import model_card
 from mrl.models import MRL_INFO
+from mrl.prompts import export_prompts
 from mrl.results import RunResults, load_results
 from mrl.run_folder import EXPORT_DIR, RunFolder, default_dir_mode, default_file_mode
 
@@ -114,6 +116,8 @@ def export_encoder(
     st_config = {"max_seq_length": max_seq_length, "do_lower_case": False}
     if getattr(encoder.backbone, "pooler", "none") is None:  # built with add_pooling_layer=False
         st_config["model_kwargs"] = {"add_pooling_layer": False}
+    # the run's prompts by name; its eval prompt is the default (mrl.prompts)
+    prompts, default_prompt = export_prompts(results.config if results is not None else {})
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
         encoder.backbone.save_pretrained(tmp, safe_serialization=True)
@@ -125,7 +129,10 @@ def export_encoder(
                 {"idx": 1, "name": "1", "path": "1_Pooling", "type": f"{ST_MODELS}.Pooling"},
             ],
             "sentence_bert_config.json": st_config,
-            "config_sentence_transformers.json": {"similarity_fn_name": "cosine", "prompts": {}},
+            "config_sentence_transformers.json": {
+                "similarity_fn_name": "cosine", "prompts": prompts,
+                "default_prompt_name": default_prompt,
+            },
             "1_Pooling/config.json": _pooling_config(hidden, encoder.pooling),
         }  # fmt: skip
         if results is not None:
@@ -151,13 +158,19 @@ def export_encoder(
 
 
 def export_run(
-    run_dir: Path, out: Path | None = None, allow_earlier: bool = False, repo_id: str | None = None
+    run_dir: Path,
+    out: Path | None = None,
+    allow_earlier: bool = False,
+    repo_id: str | None = None,
+    layers: int | None = None,
 ) -> Path:
-    """Export a finished run from its results.json and checkpoints/last.ckpt.
+    """Export a finished run from its results.json and checkpoints/last.ckpt; `layers=K`: its
+    encoder cut to the first K layers (default folder `sentence-transformers-L<K>/`).
 
     Runs made before last.ckpt was saved at the end may hold an earlier step's weights; those
     export only with `allow_earlier` (the model card then says which step, without the table).
     """
+    from mrl.depth import cut_to_depth
     from mrl.encoder import Encoder, load_tokenizer
 
     run = RunFolder(run_dir)
@@ -187,6 +200,11 @@ def export_run(
     tokenizer = load_tokenizer(backbone, trust)
     max_len = (results.config.get("data") or {}).get("max_seq_length", 128)
     out = Path(out) if out else run.export
+    if layers is not None:  # a 2D Matryoshka model served at depth K (mrl.depth)
+        depth = encoder.depth
+        encoder = cut_to_depth(encoder, layers)
+        out = out if out != run.export else run.path / f"{EXPORT_DIR}-L{layers}"
+        note = f"the first {layers} of the run's {depth} layers; the run's table is for all {depth}"
     return export_encoder(encoder, tokenizer, out, max_len, backbone, results, note, repo_id)
 
 
@@ -256,12 +274,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--private", action="store_true", help="with --push-to-hub: make a new repo private"
     )
+    parser.add_argument("--layers", type=int, help="export the encoder cut to its first K layers")
     args = parser.parse_args(argv)
     import transformers
 
     transformers.logging.set_verbosity_error()  # loading the backbone without its pooler
     transformers.logging.disable_progress_bar()  # no "Writing model shards" bar before errors
     try:
+        if args.layers is not None and args.push_to_hub:
+            raise ConfigError("--layers exports locally; push the folder it writes yourself.")
         if args.private and not args.push_to_hub:
             raise ConfigError("--private only applies with --push-to-hub ORG/NAME.")
         if args.push_to_hub:
@@ -270,7 +291,9 @@ def main(argv: list[str] | None = None) -> None:
                 args.allow_earlier_checkpoint,
             )  # fmt: skip
         else:
-            out = export_run(args.run_dir, args.out, args.allow_earlier_checkpoint)
+            out = export_run(
+                args.run_dir, args.out, args.allow_earlier_checkpoint, layers=args.layers
+            )
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -212,3 +212,38 @@ def test_the_composed_config_is_printed_as_a_tree_once_it_passed(
     assert out.index("config") < out.index("schedule dims")  # the tree, then the plan
     assert "matryoshka" in out and "lr: 3.0e-05" in out
     _fails_in_one_line(run_main, tmp_path / "bad", ["optim.lr=-1"], capsys)  # no tree then
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "data.prompts={anchr:'query: '}",
+            "data.prompts.anchr: the training data has no text column 'anchr'; use one of "
+            "anchor, positive, negative.",
+        ),
+        ("data.prompts={anchor:5}", "data.prompts.anchor=5 must be a text (or leave it out)."),
+        ("data.prompts='query: '", "data.prompts='query: ' must be null or {column: text}"),
+        ("eval.prompt=5", "eval.prompt=5 must be a text or null."),
+    ],
+)
+def test_a_prompt_for_a_column_that_does_not_exist_is_one_line(
+    data_dir, run_main, tmp_path, capsys, override, message
+):
+    line = _fails_in_one_line(run_main, tmp_path / "run", [override], capsys)
+    assert message in line, line
+
+
+def test_a_mixture_takes_prompts_for_the_columns_of_any_of_its_datasets(
+    data_dir, run_main, tmp_path, capsys
+):
+    mixture = ["+exp=mixture_mrl", *FAST, "+plan=true"]
+    prompts = "data.prompts={anchor:'query: ',sentence1:'query: ',sentence2:'query: '}"
+    run_main([*mixture, prompts], tmp_path / "run")
+    assert "mixture          nli" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        run_main([*mixture, "data.prompts={sentence3:'q: '}"], tmp_path / "bad")
+    assert capsys.readouterr().err.strip() == (
+        "error: data.prompts.sentence3: the training data has no text column 'sentence3'; use "
+        "one of anchor, positive, negative, sentence1, sentence2."
+    )

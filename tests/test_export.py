@@ -341,3 +341,84 @@ def test_push_offline_or_refused_is_one_line(tiny_run, hub_calls, offline, monke
 
     monkeypatch.setattr(HfApi, "upload_folder", no_token)
     one_line_error([run, "--push-to-hub", "me/tiny-mrl"], "pushing to me/tiny-mrl failed: Token")
+
+
+def test_prompts_train_evaluate_and_export_by_name(data_dir, run_main, tmp_path):
+    """data.prompts go before the training texts, eval.prompt before the STS pairs; the export
+    names them, so encode(prompt_name=...) embeds as training did and a plain encode as the
+    STS test did (its Spearman is the run's)."""
+    from sentence_transformers import SentenceTransformer
+
+    from mrl.metrics import spearman_by_dim
+
+    run_dir = tmp_path / "run"
+    prompts = "data.prompts={anchor:'query: ',positive:'passage: ',negative:'passage: '}"
+    run_main(
+        ["+exp=allnli_mrl", *FAST, "trainer.max_steps=3", "data.batch_size=8",
+         "data.max_seq_length=32", prompts, "eval.prompt='query: '"],
+        run_dir,
+    )  # fmt: skip
+    folder = run_dir / EXPORT_DIR
+    config = json.loads((folder / "config_sentence_transformers.json").read_text())
+    assert config["prompts"] == {"query": "query: ", "passage": "passage: "}
+    assert config["default_prompt_name"] == "query"
+    model = SentenceTransformer(str(folder), device="cpu")
+    for name, prompt in config["prompts"].items():
+        ours = our_embeddings(run_dir, [prompt + t for t in TEXTS])
+        theirs = model.encode(TEXTS, prompt_name=name, convert_to_tensor=True)
+        assert torch.allclose(theirs, ours, atol=1e-5), name
+        assert not torch.allclose(theirs, our_embeddings(run_dir, TEXTS), atol=1e-3)
+    # the plain encode uses the eval prompt: the STS-B test Spearman of the run, at every dim
+    rows = [json.loads(line) for line in (data_dir / "stsb" / "test.jsonl").open()]
+    left, right = (
+        model.encode([r[k] for r in rows], convert_to_tensor=True)
+        for k in ("sentence1", "sentence2")
+    )
+    gold = torch.tensor([r["score"] for r in rows])
+    results = json.loads((run_dir / "results.json").read_text())
+    spearman = spearman_by_dim(left, right, gold, [32, 16, 8, 4])
+    assert spearman == pytest.approx({int(d): v for d, v in results["test"].items()}, abs=1e-4)
+
+
+def test_an_export_without_prompts_has_none(tiny, tmp_path):
+    folder = export_encoder(*tiny, tmp_path / "model", 32, "mrl/tiny-random-bert")
+    config = json.loads((folder / "config_sentence_transformers.json").read_text())
+    assert config["prompts"] == {} and config["default_prompt_name"] is None
+
+
+def test_prompt_names_in_the_export():
+    from mrl.prompts import export_prompts, prompt_name
+
+    assert prompt_name("query: ", "anchor") == "query"
+    assert prompt_name("Represent this sentence: ", "anchor") == "anchor"
+    assert prompt_name("Query: ", "positive", taken=["query"]) == "positive"
+    config = {"data": {"prompts": {"sentence1": "s: ", "sentence2": "s: "}}, "eval": {}}
+    assert export_prompts(config) == {"prompts": {"s": "s: "}, "default_prompt_name": None}
+    config["eval"]["prompt"] = "Represent it: "
+    assert export_prompts(config) == {
+        "prompts": {"s": "s: ", "eval": "Represent it: "}, "default_prompt_name": "eval",
+    }  # fmt: skip
+
+
+def test_prompts_go_before_the_training_and_eval_texts_they_name(data_dir):
+    from mrl.data import MatryoshkaDataModule
+    from mrl.encoder import load_tokenizer
+    from tests.test_data import STSB_TEST, TRIPLETS
+
+    source = {k: v for k, v in vars(TRIPLETS).items() if v is not None}
+    sts = {k: v for k, v in vars(STSB_TEST).items() if v is not None}
+    dm = MatryoshkaDataModule(
+        "mrl/tiny-random-bert", source, sts, sts, max_seq_length=32,
+        prompts={"anchor": "query: "}, eval_prompt="sts: ",
+    )  # fmt: skip
+    dm.setup("fit")
+    tok = load_tokenizer("mrl/tiny-random-bert")
+
+    def ids(texts):
+        return tok(texts, truncation=True, max_length=32)["input_ids"]
+
+    train, test = dm.train_sets["train"].to_dict(), dm.splits["test"].to_dict()
+    assert train["anchor_ids"] == ids(["query: " + t for t in train["anchor"]])
+    assert train["positive_ids"] == ids(train["positive"])  # no prompt for that column
+    for column in ("sentence1", "sentence2"):
+        assert test[f"{column}_ids"] == ids(["sts: " + t for t in test[column]])

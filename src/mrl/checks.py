@@ -70,6 +70,7 @@ OPTIONS: dict[str, Callable] = {
     "data.mixture.order": one_of(*ORDERS),
     "eval.batch_size": whole(1),
     "eval.score_untrained": boolean,
+    "eval.prompt": lambda v: None if v is None or isinstance(v, str) else "must be a text or null",
     "eval.retrieval.max_queries": whole(1, optional=True),
     "eval.retrieval.max_docs": whole(1, optional=True),
     "export.sentence_transformers": boolean,
@@ -198,13 +199,35 @@ def check_mixture(mixture, train) -> None:
         )
 
 
+def check_prompts(prompts, text_columns: list[str]) -> None:
+    """`data.prompts`: null or {column: text}, each column one of the training text columns."""
+    if prompts is None:
+        return
+    if not isinstance(prompts, DictConfig):
+        raise ConfigError(
+            f"data.prompts={prompts!r} must be null or {{column: text}}, e.g. "
+            "{anchor: 'query: ', positive: 'passage: '}."
+        )
+    for column, prompt in prompts.items():
+        if column not in text_columns:
+            raise ConfigError(
+                f"data.prompts.{column}: the training data has no text column {column!r}; "
+                f"use one of {', '.join(dict.fromkeys(text_columns))}."
+            )
+        if not isinstance(prompt, str):
+            raise ConfigError(f"data.prompts.{column}={prompt!r} must be a text (or leave it out).")
+
+
 def check_combinations(cfg: DictConfig, trainer: dict) -> None:
     """Options that are each valid but impossible together, or on this machine: one line each."""
     mixture = cfg.data.get("mixture")
     if mixture is not None:
         check_mixture(mixture, cfg.data.get("train"))
+        sources = [Source.from_config(d.source) for d in mixture.datasets.values()]
     else:
         check_loss_columns(cfg.loss.name, list(cfg.data.train.columns), "data.train.columns")
+        sources = [Source.from_config(cfg.data.train)]
+    check_prompts(cfg.data.get("prompts"), [c for s in sources for c in s.text_columns])
     mini = cfg.loss.cached_mini_batch_size
     if mini is not None:
         if mini > cfg.data.batch_size:

@@ -15,15 +15,26 @@ from torch.utils.data import DataLoader, Sampler
 from mrl.batch import collate_texts
 from mrl.errors import ConfigError
 from mrl.mixture import MixtureBatchSampler, MixtureRows, collate_mixture, mixture_datasets
+from mrl.prompts import prompted
 from mrl.sources import Source, load_source
 
 
-def tokenize(ds: datasets.Dataset, tokenizer, text_columns: Sequence[str], max_length: int):
-    """Adds `<column>_ids` token ids for each text column, once (cached by `datasets`)."""
+def tokenize(
+    ds: datasets.Dataset,
+    tokenizer,
+    text_columns: Sequence[str],
+    max_length: int,
+    prompts: dict[str, str] | None = None,
+):
+    """Adds `<column>_ids` token ids for each text column, once (cached by `datasets`), each
+    text after its column's prompt if `prompts` has one (`mrl.prompts`)."""
+    prompts = prompts or {}
 
     def encode(batch):
         return {
-            f"{col}_ids": tokenizer(batch[col], truncation=True, max_length=max_length)["input_ids"]
+            f"{col}_ids": tokenizer(
+                prompted(batch[col], prompts.get(col)), truncation=True, max_length=max_length
+            )["input_ids"]
             for col in text_columns
         }
 
@@ -126,6 +137,8 @@ class MatryoshkaDataModule(L.LightningDataModule):
 
     `train` is one training dataset; `mixture` (the plain `data.mixture` config) several, each
     batch from one of them (`mrl.mixture`), the batch naming it in `batch["dataset"]`.
+    `prompts` ({column: prompt}) go before the training texts of those columns, `eval_prompt`
+    before both sentences of the validation and test pairs.
     """
 
     def __init__(
@@ -143,6 +156,8 @@ class MatryoshkaDataModule(L.LightningDataModule):
         seed: int = 42,
         trust_remote_code: bool = False,
         mixture: dict | None = None,
+        prompts: dict | None = None,
+        eval_prompt: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -175,7 +190,13 @@ class MatryoshkaDataModule(L.LightningDataModule):
                     ds = ds.select(range(min(self.hparams.max_train_samples, len(ds))))
                 if len(ds) == 0:
                     raise ConfigError(f"the {name} data ({source.local_file}) has no rows.")
-                ds = tokenize(ds, tokenizer, source.text_columns, self.hparams.max_seq_length)
+                columns = source.text_columns
+                prompts = (
+                    self.hparams.prompts
+                    if split == "train"
+                    else dict.fromkeys(columns, self.hparams.eval_prompt)
+                )
+                ds = tokenize(ds, tokenizer, columns, self.hparams.max_seq_length, prompts)
                 (self.train_sets if split == "train" else self.splits)[name] = ds
 
     def _loader(self, ds, collate_fn, **batching) -> DataLoader:

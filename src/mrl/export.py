@@ -9,11 +9,10 @@ Dense module (identity activation, safetensors weights) when the encoder has a p
 truncated prefix itself), a README.md model card (`mrl.model_card`: Hub metadata with a
 model-index result per benchmark and dim, the per-dim results table, the training config), and
 mrl.json with the run's eval_dims and schedule_dims (the dims the tools use for it), and its
-projection_dim if it has a head. The run's prompts (`data.prompts`, `eval.prompt`) are in
-config_sentence_transformers.json by name (`mrl.prompts`), the eval prompt as the default. The backbone was trained without its unused pooler, so
-sentence_bert_config.json tells transformers not to expect one (no "newly initialized" warning
-on load). It is built in a temp folder and renamed into place, so a crash leaves no
-half-written export; its files get the modes plainly created files get.
+projection_dim if it has a head, and the run's prompts by name (`mrl.prompts`). The backbone
+was trained without its unused pooler, so sentence_bert_config.json tells transformers not to
+expect one (no "newly initialized" warning on load). It is built in a temp folder and renamed
+into place, so a crash leaves no half-written export; its files get plain modes.
 --push-to-hub uploads a fresh export (to the export folder if there is none yet) with
 huggingface_hub; offline it stops in one line before anything is written.
 """
@@ -116,8 +115,7 @@ def export_encoder(
     st_config = {"max_seq_length": max_seq_length, "do_lower_case": False}
     if getattr(encoder.backbone, "pooler", "none") is None:  # built with add_pooling_layer=False
         st_config["model_kwargs"] = {"add_pooling_layer": False}
-    # the run's prompts by name; its eval prompt is the default (mrl.prompts)
-    prompts, default_prompt = export_prompts(results.config if results is not None else {})
+    prompts = export_prompts(results.config if results is not None else {})  # mrl.prompts
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
         encoder.backbone.save_pretrained(tmp, safe_serialization=True)
@@ -129,10 +127,7 @@ def export_encoder(
                 {"idx": 1, "name": "1", "path": "1_Pooling", "type": f"{ST_MODELS}.Pooling"},
             ],
             "sentence_bert_config.json": st_config,
-            "config_sentence_transformers.json": {
-                "similarity_fn_name": "cosine", "prompts": prompts,
-                "default_prompt_name": default_prompt,
-            },
+            "config_sentence_transformers.json": {"similarity_fn_name": "cosine", **prompts},
             "1_Pooling/config.json": _pooling_config(hidden, encoder.pooling),
         }  # fmt: skip
         if results is not None:

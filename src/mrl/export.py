@@ -7,14 +7,12 @@ the backbone (safetensors) and tokenizer at its root, a Pooling module with our 
 Dense module (identity activation, safetensors weights) when the encoder has a projection head
 (`model.projection_dim`), no Normalize module (cosine similarity, the default, normalises each
 truncated prefix itself), a README.md model card (`mrl.model_card`: Hub metadata with a
-model-index result per benchmark and dim, the per-dim results table, the training config), and
-mrl.json with the run's eval_dims and schedule_dims (the dims the tools use for it), and its
-projection_dim if it has a head, and the run's prompts by name (`mrl.prompts`). The backbone
-was trained without its unused pooler, so sentence_bert_config.json tells transformers not to
-expect one (no "newly initialized" warning on load). It is built in a temp folder and renamed
-into place, so a crash leaves no half-written export; its files get plain modes.
---push-to-hub uploads a fresh export (to the export folder if there is none yet) with
-huggingface_hub; offline it stops in one line before anything is written.
+model-index result per benchmark and dim, the per-dim results table, the training config),
+mrl.json (the run's eval_dims and schedule_dims, which the tools use, and its projection_dim),
+and the run's prompts by name (`mrl.prompts`). The backbone was trained without its pooler, so
+sentence_bert_config.json tells transformers not to expect one (no "newly initialized" warning).
+Built in a temp folder and renamed into place: a crash leaves no half-written export (files get
+plain modes). --push-to-hub uploads a fresh export; offline it stops in one line before writing.
 """
 
 from __future__ import annotations

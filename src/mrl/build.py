@@ -50,6 +50,7 @@ def build_module(cfg: DictConfig) -> MatryoshkaModule:
         loss=plain(cfg.loss),
         optim=plain(cfg.optim),
         dataset_losses=dataset_losses(cfg),
+        qat=plain(cfg.qat) if cfg.get("qat") is not None else None,
     )
 
 

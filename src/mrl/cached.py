@@ -45,7 +45,8 @@ def cached_step(
 ) -> tuple[torch.Tensor, dict]:
     """Runs steps 1-3 above; returns the (detached) loss and the per-dim losses.
 
-    `loss_fn(embeddings)` maps all texts' embeddings (batch order) to `(loss, per_dim)`.
+    `loss_fn(embeddings)` maps all texts' embeddings (batch order; texts x width, or layers x
+    texts x width when `encode` pools several layers) to `(loss, per_dim)`.
     `backward` back-propagates a scalar into the parameters (e.g. `manual_backward`);
     `no_sync()` suppresses the DDP gradient all-reduce, used for every mini-batch but the last.
     Mini-batches group texts of similar length, so each is cut to its own longest text.
@@ -61,8 +62,9 @@ def cached_step(
             states.append(_rng_state(device))
             pieces.append(encode(input_ids[idx, :width], attention_mask[idx, :width]).float())
     order = torch.cat(chunks)
-    cached = torch.empty(len(input_ids), pieces[0].shape[1], device=pieces[0].device)
-    cached[order] = torch.cat(pieces)
+    shape = (*pieces[0].shape[:-2], len(input_ids), pieces[0].shape[-1])  # [layers,] texts, width
+    cached = torch.empty(shape, device=pieces[0].device)
+    cached[..., order, :] = torch.cat(pieces, dim=-2)
     cached.requires_grad_()
 
     loss, per_dim = loss_fn(cached)
@@ -74,5 +76,5 @@ def cached_step(
         sync = contextlib.nullcontext() if last or no_sync is None else no_sync()
         with sync, _replay_rng(states[i], device):
             emb = encode(input_ids[idx, :width], attention_mask[idx, :width]).float()
-            backward((emb * embedding_grad[idx]).sum())
+            backward((emb * embedding_grad[..., idx, :]).sum())
     return loss.detach(), {d: v.detach() for d, v in per_dim.items()}

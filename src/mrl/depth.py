@@ -47,6 +47,9 @@ def encode_seconds_by_depth(encoder, batches: list[dict], depths: list[int]) -> 
     """Seconds to encode `batches` (dicts of input_ids, attention_mask) with the encoder cut
     to each depth, eval mode, best of 2 passes (the first also warms up)."""
     seconds = {}
+    device = next(encoder.parameters()).device
+    batches = [{k: v.to(device) for k, v in b.items() if k in ("input_ids", "attention_mask")}
+               for b in batches]  # fmt: skip
     for k in depths:
         cut = cut_to_depth(encoder, k).eval()
         best = float("inf")

@@ -12,9 +12,12 @@ DEFAULTS = {
     "matryoshka": {
         "enabled": True, "dims": None, "rule": "pow2", "min_dim_ratio": 1 / 12,
         "weights": None, "n_dims_per_step": None, "fixed_dim": None,
+        "layers": None, "layer_weighting": "uniform", "layer_pairs": "grid",
+        "n_layers_per_step": None, "alignment_weight": 0.0, "alignment_temperature": 0.3,
     },
     "loss": {"name": "mnrl", "scale": 20.0, "cached_mini_batch_size": None, "on_nonfinite": "stop"},
     "optim": {"lr": 2e-5, "weight_decay": 0.01, "warmup_ratio": 0.1},
+    "qat": {"terms": [], "warmup_steps": 0, "momentum": 0.01, "estimator": "ste", "beta": 10.0},
     "dataset_losses": {},  # {dataset: base loss} of data.mixture; {}: one dataset, loss.name
 }  # fmt: skip
 # checkpoints written before the grouped arguments held these flat keys

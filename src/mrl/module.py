@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from transformers import get_linear_schedule_with_warmup
 
 from mrl.cached import cached_step
 from mrl.encoder import Encoder, encoder_width
 from mrl.errors import ConfigError
+from mrl.grid import flat_grid, spearman_grid
 from mrl.hparams import grouped_hparams
 from mrl.matryoshka import GlobalBatch, MatryoshkaLoss
 from mrl.metrics import mean_over_log2_dims, pair_similarities, retention, spearman_by_dim
+from mrl.objective import TrainingObjective
+from mrl.optim import adamw_with_warmup
 from mrl.pairs import TestPairs
 from mrl.random_states import random_states, restore_random_states
 from mrl.schedule import (
@@ -50,10 +52,11 @@ class MatryoshkaModule(L.LightningModule):
         loss: dict | None = None,
         optim: dict | None = None,
         dataset_losses: dict | None = None,
+        qat: dict | None = None,
     ):
         super().__init__()
         given = {"model": model, "matryoshka": matryoshka, "loss": loss, "optim": optim}
-        groups = grouped_hparams({**given, "dataset_losses": dataset_losses})
+        groups = grouped_hparams({**given, "dataset_losses": dataset_losses, "qat": qat})
         self.save_hyperparameters(groups)
         m, lo, mc = groups["matryoshka"], groups["loss"], groups["model"]
         # the embedding width: the projection head's if there is one, else the hidden size
@@ -85,6 +88,14 @@ class MatryoshkaModule(L.LightningModule):
         )  # fmt: skip
         if mc["compile"]:  # in place: parameter names (and checkpoints) stay the plain model's
             self.encoder.compile(dynamic=True)
+        # the step's loss: over layers (2D Matryoshka) and with the QAT term when configured
+        self.objective = TrainingObjective(
+            self.losses, m, groups["qat"], self.encoder.depth, hidden
+        )
+        self.grid_layers = (
+            None if self.objective.layers is None else list(range(1, self.encoder.depth + 1))
+        )
+        self.eval_grids: dict[str, dict] = {}
         self.skipped_batches = 0
         self._train_loader_state: dict | None = None  # set when resuming, applied at train start
         self.test_prefix = "test"  # train.py sets "untrained" to score the backbone before fit
@@ -102,34 +113,40 @@ class MatryoshkaModule(L.LightningModule):
     def train_dims(self) -> list[int]:
         return [d for d, w in zip(self.schedule_dims, self.train_weights, strict=True) if w != 0]
 
-    def encode(self, batch: dict) -> torch.Tensor:
-        return self.encoder(batch["input_ids"], batch["attention_mask"])
+    def encode(self, batch: dict, layers: list[int] | None = None) -> torch.Tensor:
+        return self.encoder(batch["input_ids"], batch["attention_mask"], layers)
 
     def loss_on_embeddings(
-        self, embeddings: torch.Tensor, batch: dict, weights: list[float]
-    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        """The Matryoshka loss of this rank's texts against the global batch, with the base
-        loss of the batch's dataset (`batch["dataset"]`, a mixture's; else `loss.name`).
+        self, embeddings: torch.Tensor, batch: dict, weights: list[float], layers=None
+    ) -> tuple[torch.Tensor, dict]:
+        """The step's loss (`mrl.objective`) of this rank's texts against the global batch,
+        with the base loss of the batch's dataset (`batch["dataset"]`, else `loss.name`).
 
-        Under several devices the full-width embeddings are gathered once, with gradient, and
-        every dim's similarities come from prefixes of that one gather.
+        Under several devices the full-width embeddings (of every encoded layer) are gathered
+        once, with gradient, and every dim's similarities come from prefixes of that gather.
         """
         world, scores = self.trainer.world_size, batch.get("scores")
         gathered = self.all_gather(embeddings, sync_grads=True) if world > 1 else None
         if scores is not None and world > 1:
             scores = self.all_gather(scores).reshape(-1)
-        global_batch = GlobalBatch.from_embeddings(
-            embeddings, batch["n_rows"], gathered, self.global_rank, scores
-        )
-        return self.losses[batch.get("dataset")](global_batch, weights)
+
+        def layer_batch(i: int | None) -> GlobalBatch:
+            local = embeddings if i is None else embeddings[i]
+            every = gathered if gathered is None or i is None else gathered[:, i]
+            return GlobalBatch.from_embeddings(
+                local, batch["n_rows"], every, self.global_rank, scores
+            )
+
+        return self.objective(layer_batch, layers, batch.get("dataset"), weights, self.global_step)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         n_rows, weights = batch["n_rows"], self.loss.step_weights()
+        layers = self.objective.encode_layers()  # None: the last layer only
         if self.automatic_optimization:
-            embeddings = self.encode(batch)  # one encode: every column of the batch
-            loss, per_dim = self.loss_on_embeddings(embeddings, batch, weights)
+            embeddings = self.encode(batch, layers)  # one encode: every column (and layer)
+            loss, per_dim = self.loss_on_embeddings(embeddings, batch, weights, layers)
         else:
-            loss, per_dim = self._cached_training_step(batch, weights)
+            loss, per_dim = self._cached_training_step(batch, weights, layers)
         if not torch.isfinite(loss):
             bad = [d for d, v in per_dim.items() if not torch.isfinite(v)]
             if self.hparams.loss["on_nonfinite"] == "stop":
@@ -147,17 +164,17 @@ class MatryoshkaModule(L.LightningModule):
                 self.log(f"train/loss/{dataset}@{dim}", value.detach(), batch_size=n_rows)
         return loss
 
-    def _cached_training_step(self, batch: dict, weights: list[float]):
+    def _cached_training_step(self, batch: dict, weights: list[float], layers=None):
         """Cached mode (`loss.cached_mini_batch_size`): see `mrl.cached`; steps the optimizer."""
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         strategy = self.trainer.strategy
         no_sync = strategy.block_backward_sync if self.trainer.world_size > 1 else None
         loss, per_dim = cached_step(
-            self.encoder,
+            lambda ids, mask: self.encoder(ids, mask, layers),
             batch["input_ids"],
             batch["attention_mask"],
             self.hparams.loss["cached_mini_batch_size"],
-            lambda embeddings: self.loss_on_embeddings(embeddings, batch, weights),
+            lambda embeddings: self.loss_on_embeddings(embeddings, batch, weights, layers),
             backward=self.manual_backward,
             no_sync=no_sync,
         )
@@ -172,7 +189,10 @@ class MatryoshkaModule(L.LightningModule):
     # ---- evaluation: encode each STS sentence once, Spearman at every dim at epoch end ----
 
     def _eval_step(self, batch: dict) -> None:
-        embeddings = self.encode(batch).float()
+        """Each pair's two embeddings (of every layer when the run trains several: a grid)."""
+        embeddings = self.encode(batch, self.grid_layers).float()
+        if embeddings.ndim == 3:  # layers x texts x width -> texts x (layers * width), in order
+            embeddings = embeddings.transpose(0, 1).reshape(embeddings.shape[1], -1)
         n = batch["n_rows"]
         self._eval_outputs.append((embeddings[:n], embeddings[n:], batch["scores"]))
 
@@ -184,7 +204,7 @@ class MatryoshkaModule(L.LightningModule):
 
     def _gather_eval_outputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """All ranks' (sentence1, sentence2, score) rows in dataset order, each pair once."""
-        hidden = self.encoder.width
+        hidden = self.encoder.width * len(self.grid_layers or [None])
         if self._eval_outputs:
             left, right, scores = (torch.cat(p) for p in zip(*self._eval_outputs, strict=True))
         else:  # a rank whose block of the eval set is empty
@@ -208,6 +228,15 @@ class MatryoshkaModule(L.LightningModule):
 
     def _eval_epoch_end(self, prefix: str) -> None:
         left, right, scores = self._gather_eval_outputs()
+        if self.grid_layers:  # every layer's block: the grid; the last layer is the model
+            left, right = (
+                t.view(len(t), -1, self.encoder.width).transpose(0, 1) for t in (left, right)
+            )
+            grid = spearman_grid(left, right, scores, self.grid_layers, self.eval_dims)
+            self.eval_grids[prefix] = grid
+            for key, value in flat_grid(grid).items():
+                self.log(f"{prefix}/spearman@{key}", value, sync_dist=True)
+            left, right = left[-1], right[-1]
         spearman = spearman_by_dim(left, right, scores, self.eval_dims)
         self.eval_results[prefix] = spearman
         sims = pair_similarities(left, right, self.eval_dims)
@@ -258,22 +287,5 @@ class MatryoshkaModule(L.LightningModule):
             sampler.set_epoch(self.current_epoch)
 
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for name, param in self.named_parameters():
-            (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
-        groups = [
-            {"params": decay, "weight_decay": self.hparams.optim["weight_decay"]},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        try:  # the fused kernel is several times faster than the per-tensor loop, CPU included
-            optimizer = torch.optim.AdamW(groups, lr=self.hparams.optim["lr"], fused=True)
-        except RuntimeError:
-            optimizer = torch.optim.AdamW(groups, lr=self.hparams.optim["lr"])
         total = self.trainer.estimated_stepping_batches
-        scheduler = get_linear_schedule_with_warmup(
-            optimizer, int(self.hparams.optim["warmup_ratio"] * total), max(total, 1)
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        return adamw_with_warmup(self.named_parameters(), self.hparams.optim, total)

@@ -30,6 +30,7 @@ from mrl.module import NonFiniteLoss
 from mrl.pairs import PAIRS, write_pairs
 from mrl.redact import redact, refuse_secret_overrides
 from mrl.results import RunResults, curve_rows, load_results, summary_table, write_run_outputs
+from mrl.run_extras import QAT_CALIBRATION, run_extras
 from mrl.run_folder import RunFolder, RunFolderBusy, write_atomic
 from mrl.sweep import job_with_its_own_workers, record_failure
 
@@ -126,6 +127,8 @@ def run(cfg: DictConfig, folder: RunFolder, overrides: list[str]) -> RunResults 
         config=redact(OmegaConf.to_container(cfg, resolve=True)),
         debug=is_debug_run(cfg),
     )
+    extra, files = run_extras(module, run.datamodule, cfg.exp_name)  # 2D grid, QAT calibration
+    results.extra.update(extra)
     if trainer.is_global_zero:
         if cfg.export.sentence_transformers:  # before results.json, which marks the run done
             shutil.rmtree(folder.export, ignore_errors=True)  # left if this run died right here
@@ -133,6 +136,10 @@ def run(cfg: DictConfig, folder: RunFolder, overrides: list[str]) -> RunResults 
                 module.encoder, run.datamodule.tokenizer, folder.export, cfg.data.max_seq_length,
                 cfg.model.backbone, results,
             )  # fmt: skip
+        for name, content in files.items():
+            write_atomic(folder.path / name, content)
+            if name == QAT_CALIBRATION and cfg.export.sentence_transformers:
+                write_atomic(folder.export / name, content)  # quantize the export the same way
         write_pairs(folder.path / PAIRS, module.eval_pairs["test"].gold,
                     module.eval_pairs["test"].sims)  # fmt: skip
         write_run_outputs(folder.path, results, compare)

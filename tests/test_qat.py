@@ -107,3 +107,53 @@ def test_the_term_trains_the_quantized_prefix_and_weight_zero_computes_nothing()
 def test_bad_terms_are_one_line(term, message):
     with pytest.raises(ConfigError, match=message):
         check_qat_terms([term], [64, 32, 12])
+
+
+# ---- binary shortlist, float rerank ----
+
+
+def test_binary_shortlist_then_float_rerank():
+    from mrl.binary_search import binary_rerank_search, model_thresholds, packed_codes
+    from mrl.retrieval import exact_search
+
+    rng = np.random.default_rng(0)
+    docs = rng.standard_normal((200, 32)).astype(np.float32)
+    queries = (docs[:20] + 0.3 * rng.standard_normal((20, 32))).astype(np.float32)
+    median = np.median(docs, axis=0)
+    # the codes are evaluation's binary codes (mrl.quantization, threshold = median)
+    assert np.array_equal(packed_codes(docs, median), Calibration(docs).binary(docs))
+    # a shortlist of the whole corpus reranked at full width is exact search
+    assert np.array_equal(binary_rerank_search(queries, docs, 32, 200, median),
+                          exact_search(queries, docs))  # fmt: skip
+    # the shortlist is the Hamming nearest: reranking a shortlist of 1 returns the code's nearest
+    found = binary_rerank_search(queries, docs, 16, 1, median, k=1)[:, 0]
+    bits = lambda x: np.unpackbits(packed_codes(x[:, :16], median), axis=1)  # noqa: E731
+    hamming = (bits(queries)[:, None, :] != bits(docs)[None, :, :]).sum(-1)
+    assert np.all(hamming[np.arange(20), found] == hamming.min(1))
+    with pytest.raises(ConfigError, match="not a whole number of bytes"):
+        packed_codes(docs[:, :12], median)
+    assert model_thresholds("/nonexistent") is None
+
+
+def test_an_exports_calibration_reproduces_training_time_codes(tmp_path):
+    import json
+
+    from mrl.quantization import qat_calibration
+
+    cal = RunningCalibration(16)
+    for seed in range(3):
+        cal.update(_sample(seed=seed))
+    (tmp_path / "sentence-transformers").mkdir()
+    (tmp_path / "sentence-transformers" / "qat_calibration.json").write_text(
+        json.dumps(cal.as_dict())
+    )
+    loaded = qat_calibration(str(tmp_path))  # the run folder: its export's file
+    x = _sample(seed=9)
+    training_codes = binary_codes(x, cal.threshold) > 0
+    bits = np.unpackbits(loaded.binary(x.numpy()), axis=1)[:, :16].astype(bool)
+    assert np.array_equal(training_codes.numpy(), bits)
+    np.testing.assert_allclose(
+        loaded.int8_dequantized(loaded.int8(x.numpy())),
+        fake_int8(x, cal.low, cal.high).numpy(), atol=1e-6,
+    )  # fmt: skip
+    assert qat_calibration(str(tmp_path / "nothing")) is None

@@ -8,6 +8,8 @@ int8 and binary are calibrated on a sample of training sentences (the first
 dim's calibrated [min, max] linearly onto [-128, 127] (values outside are clipped); binary keeps
 one bit per dim, whether the value is above the dim's calibrated median, and compares
 embeddings by the fraction of equal bits (1 - normalised Hamming distance). float16 is a cast.
+A model trained with QAT (`qat=...`) brings its own calibration (qat_calibration.json in its
+run folder and export), which is used instead, so evaluation quantizes as training did.
 Every prefix is truncated first and quantized second, so one calibration serves all dims; the
 float32 rows are `mrl.metrics.spearman_by_dim`, the Spearman of training and eval.py.
 Data is read through `mrl.sources` ($MRL_DATA_DIR, else the Hub). The dims are `--dims`, else
@@ -57,6 +59,16 @@ class Calibration:
         self.low, self.high = sample.min(0), sample.max(0)
         self.median = np.median(sample, axis=0)
 
+    @classmethod
+    def from_qat(cls, saved: dict) -> Calibration:
+        """The calibration a QAT run trained with (its qat_calibration.json: low, high and
+        threshold per dim), so evaluation quantizes exactly as training did."""
+        cal = cls.__new__(cls)
+        cal.low, cal.high, cal.median = (
+            np.asarray(saved[k], dtype=np.float32) for k in ("low", "high", "threshold")
+        )
+        return cal
+
     def int8(self, x: np.ndarray) -> np.ndarray:
         d = x.shape[1]
         low, span = self.low[:d], np.maximum(self.high[:d] - self.low[:d], 1e-12)
@@ -69,6 +81,16 @@ class Calibration:
 
     def binary(self, x: np.ndarray) -> np.ndarray:
         return np.packbits(x > self.median[: x.shape[1]], axis=1)
+
+
+def qat_calibration(model: str) -> Calibration | None:
+    """A QAT-trained model's own calibration (run folder or export), else None."""
+    import json
+
+    for folder in (Path(model), Path(model) / "sentence-transformers"):
+        if (folder / "qat_calibration.json").is_file():
+            return Calibration.from_qat(json.loads((folder / "qat_calibration.json").read_text()))
+    return None
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -169,7 +191,7 @@ def evaluate_models(args, names: list[str]) -> dict[str, list[dict]]:
                 dims = check_dims(args.dims, width, "--dims")
             left = model.encode(list(pairs["sentence1"]), batch_size=128)
             right = model.encode(list(pairs["sentence2"]), batch_size=128)
-            cal = Calibration(model.encode(sample, batch_size=128))
+            cal = qat_calibration(model_id) or Calibration(model.encode(sample, batch_size=128))
         curves[name] = spearman_by_dim_and_kind(left, right, gold, dims, cal)
     return curves
 

@@ -14,7 +14,8 @@ The default corpus is read through `mrl.sources` from $MRL_DATA_DIR: queries are
 the NLI dev triplets (allnli/triplets-dev.jsonl, not used in training); documents are their
 entailed and contradicting hypotheses plus every distinct sentence of STS-B test and SICK-R
 test as distractors. `--queries` / `--corpus` take JSON Lines files with a `text` field instead
-(e.g. BEIR's corpus.jsonl / queries.jsonl).
+(e.g. BEIR's corpus.jsonl / queries.jsonl). `--binary 64 128` adds binary shortlists
+(Hamming on 1-bit codes of the prefix, `mrl.binary_search`) reranked at full width.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mrl.binary_search import binary_rerank_search, model_thresholds
 from mrl.errors import ConfigError
 from mrl.retrieval_metrics import prefix
 
@@ -157,8 +159,10 @@ def retrieval_table(
     ks: list[int],
     funnels: list[list[tuple[int, int]]],
     repeats: int = 3,
+    binary: tuple[list[int], np.ndarray] | None = None,
 ) -> list[dict]:
-    """One row per (d_small, k) and per funnel, plus exact full-width search as the reference."""
+    """One row per (d_small, k) and per funnel, plus exact full-width search as the reference;
+    with `binary` (dims, thresholds), one row per (dim, k) of binary shortlist + float rerank."""
 
     def timed(fn):
         best = math.inf
@@ -185,6 +189,12 @@ def retrieval_table(
                 "queries_per_s": qps,
             }
         )
+    for dim, k in [(d, k) for d in binary[0] for k in ks] if binary else []:
+        search = lambda dim=dim, k=k: binary_rerank_search(queries, docs, dim, k, binary[1])  # noqa: E731
+        found, qps = timed(search)
+        rows.append({"stages": f"binary {dim}:{k} -> {full}:{FINAL_K}", "d_small": dim, "k": k,
+                     "recall@10": recall_at_k(found, truth), "ndcg@10": ndcg_at_k(found, truth),
+                     "queries_per_s": qps})  # fmt: skip
     return rows
 
 
@@ -240,6 +250,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--funnel", action="append", help="stages dim:k,... e.g. 32:200,64:100,128:50 (repeatable)"
     )
+    parser.add_argument(
+        "--binary", type=int, nargs="+", help="binary shortlist dims (x8), reranked"
+    )
     parser.add_argument("--queries", type=Path, help="JSON Lines with a text field")
     parser.add_argument("--corpus", type=Path, help="JSON Lines with a text field")
     parser.add_argument("--batch-size", type=int, default=128)
@@ -264,7 +277,11 @@ def main(argv: list[str] | None = None) -> None:
             d_small, funnels = plan(args.model, embedding_width(model), args.d_small, funnels)
             how = {"batch_size": args.batch_size, "convert_to_numpy": True}
             q, d = model.encode(queries, **how), model.encode(docs, **how)
-        rows = retrieval_table(q, d, d_small, args.k, funnels)
+        cal = model_thresholds(args.model)  # a QAT model's own; else the corpus median
+        binary = (
+            (args.binary, np.median(d, axis=0) if cal is None else cal) if args.binary else None
+        )
+        rows = retrieval_table(q, d, d_small, args.k, funnels, binary=binary)
         title = f"{args.model}: {len(queries)} queries, {len(docs)} documents"
         table = markdown(rows, title)
         print(table)

@@ -117,3 +117,24 @@ def test_two_runs_into_one_folder_one_stops_in_one_line(tmp_path, data_dir, unin
     assert "Traceback" not in err
     assert _scores(run_dir) == uninterrupted[0]  # the run that trained was not disturbed
     assert _loss_history(run_dir) == uninterrupted[1]  # and logged each step once
+
+
+@pytest.mark.slow
+def test_qat_calibration_and_2d_runs_resume_exactly_after_sigkill(tmp_path, data_dir):
+    """The QAT running calibration (buffers in the checkpoint) and a 2D run's layer draws
+    continue after a kill as if uninterrupted: same calibration, same scores, same grid."""
+    extra = ["qat.terms=[{dim: 16, precision: binary}, {dim: 8, precision: int8}]",
+             "matryoshka.layers=all", "matryoshka.n_layers_per_step=1"]  # fmt: skip
+    straight = tmp_path / "straight"
+    _finish(_start(straight, data_dir, *extra))
+    run_dir = tmp_path / "killed"
+    proc = _start(run_dir, data_dir, *extra)
+    _wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _finish(_start(run_dir, data_dir, *extra))
+    assert _scores(run_dir) == _scores(straight)
+    for name in ("qat_calibration.json",):
+        assert (run_dir / name).read_text() == (straight / name).read_text()
+    grids = [json.loads((r / "results.json").read_text())["grid"] for r in (run_dir, straight)]
+    assert grids[0] == grids[1]

@@ -14,6 +14,10 @@ Parts (each prints its ratio; `all` runs them in this order):
             (16 on CPU), alternating rounds: what grouping texts by length in small chunks buys.
   eval      STS-B test at 5 dims: ours (encode once, Spearman per dim) vs theirs
             (one EmbeddingSimilarityEvaluator with truncate_dim per dim), alternating.
+  2d        our 2D Matryoshka step (configured like sentence-transformers' Matryoshka2dLoss
+            defaults: last layer + 1 random layer, 1 random dim, KL alignment 1) against
+            Matryoshka2dLoss itself, alternating; then our step with every (layer, dim) pair
+            against our plain MRL step (the 2D overhead).
   memory    peak resident memory during training (sampled every 5 ms) of cached mode at batch
             1024 vs plain mode at batch 64, each in a fresh process (2 steps), total and above
             the memory when training starts (model loaded, data tokenized).
@@ -128,7 +132,7 @@ def _st_model(seq_len: int):
     return model
 
 
-def st_step_times(batch: int, steps: int, seq_len: int) -> list[float]:
+def st_step_times(batch: int, steps: int, seq_len: int, two_d: bool = False) -> list[float]:
     import datasets
     from sentence_transformers import (
         SentenceTransformerTrainer,
@@ -153,7 +157,10 @@ def st_step_times(batch: int, steps: int, seq_len: int) -> list[float]:
             times.append(time.perf_counter() - self.start)
 
     model = _st_model(seq_len)
-    loss = losses.MatryoshkaLoss(model, losses.MultipleNegativesRankingLoss(model), DIMS)
+    if two_d:  # its defaults: the last layer + 1 random earlier one, 1 random dim, KL weight 1
+        loss = losses.Matryoshka2dLoss(model, losses.MultipleNegativesRankingLoss(model), DIMS)
+    else:
+        loss = losses.MatryoshkaLoss(model, losses.MultipleNegativesRankingLoss(model), DIMS)
     with tempfile.TemporaryDirectory() as out:
         args = SentenceTransformerTrainingArguments(
             output_dir=out,
@@ -232,6 +239,33 @@ def part_train(a) -> None:
         f"train: batch {a.batch} triplets, seq {a.seq_len}, fp32, {n}+{n} "
         f"steps: ours {a.batch / o:.2f} samples/s, sentence-transformers {a.batch / t:.2f} "
         f"samples/s -> ratio ours/theirs = {t / o:.2f}x"
+    )
+
+
+# our 2D step configured like sentence-transformers' Matryoshka2dLoss defaults
+OUR_2D_LIKE_ST = [
+    "matryoshka.layers=all", "matryoshka.n_layers_per_step=1", "matryoshka.n_dims_per_step=1",
+    "matryoshka.alignment_weight=1.0", "matryoshka.alignment_temperature=0.3",
+]  # fmt: skip
+
+
+def part_2d(a) -> None:
+    o, t, n = alternate(
+        a,
+        "ours 2D", lambda: our_step_times(a.batch, a.steps, a.seq_len, OUR_2D_LIKE_ST),
+        "theirs 2D", lambda: st_step_times(a.batch, a.steps, a.seq_len, two_d=True),
+    )  # fmt: skip
+    full, plain, m = alternate(
+        a,
+        "ours 2D all pairs", lambda: our_step_times(
+            a.batch, a.steps, a.seq_len, ["matryoshka.layers=all"]),
+        "ours MRL", lambda: our_step_times(a.batch, a.steps, a.seq_len, []),
+    )  # fmt: skip
+    print(
+        f"2d: batch {a.batch}, seq {a.seq_len}, fp32, {n}+{n} steps: ours (1 layer + 1 dim per "
+        f"step, KL 1) {o:.3f} s/step, sentence-transformers Matryoshka2dLoss {t:.3f} s/step -> "
+        f"ours/theirs speed = {t / o:.2f}x; ours with every (layer, dim) pair {full:.3f} s/step "
+        f"vs plain MRL {plain:.3f} s/step -> 2D overhead {full / plain:.3f}x ({m} steps each)"
     )
 
 
@@ -326,7 +360,7 @@ def part_memory(a) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parts = ["all", "train", "overhead", "chunks", "eval", "memory", "memory-child"]
+    parts = ["all", "train", "overhead", "chunks", "eval", "memory", "2d", "memory-child"]
     parser.add_argument("--part", default="all", choices=parts)
     parser.add_argument("--batch", type=int, default=32, help="triplets per step")
     parser.add_argument("--steps", type=int, default=6, help="steps per round")

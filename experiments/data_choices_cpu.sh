@@ -28,18 +28,18 @@ for entry in "$MRL_DATA_DIR"/*; do [[ -e $data/$(basename "$entry") ]] || ln -s 
 common=(model=minilm_l6 trainer=cpu logger=csv callbacks.progress_bar=none
         data.batch_size=32 data.max_seq_length=64 data.max_train_samples=$n optim.lr=2e-5
         eval.score_untrained=false)
-run() {  # seed [overrides...]
-    local seed=$1; shift
+run() {  # exp seed [overrides...]
+    local exp=$1 seed=$2; shift 2
     local start; start=$(date +%s)
-    MRL_DATA_DIR=$data python train.py +exp=allnli_mrl seed="$seed" "${common[@]}" "$@"
-    echo "seed=$seed $*: $(( $(date +%s) - start )) s"
+    MRL_DATA_DIR=$data python train.py +exp="$exp" seed="$seed" "${common[@]}" "$@"
+    echo "$exp seed=$seed $*: $(( $(date +%s) - start )) s"
 }
 k1=(data.train.local_file=mined/allnli-pairs-k3.jsonl 'data.train.columns=[anchor,positive,negative_1]')
 k3=(data.train.local_file=mined/allnli-pairs-k3.jsonl
     'data.train.columns=[anchor,positive,negative_1,negative_2,negative_3]')
 for seed in 42 43; do
-    run $seed "${k1[@]}"
-    run $seed "${k3[@]}"
+    run allnli_mrl $seed "${k1[@]}"
+    run allnli_mrl $seed "${k3[@]}"
 done
-run 42 data=nli_stsb_mixture
+run mixture_mrl 42
 echo "all data runs done"

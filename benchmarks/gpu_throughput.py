@@ -106,6 +106,9 @@ def random_backbone(folder: Path, arch: str, vocab: list[str]) -> None:
     model_type, fields = ARCHS[arch]
     config = AutoConfig.for_model(model_type, **fields)  # the type's own vocabulary size
     assert config.vocab_size >= len(ids)
+    import torch
+
+    torch.manual_seed(0)  # the same weights in every process: runs compare (precision checks)
     AutoModel.from_config(config).save_pretrained(folder)
 
 
@@ -132,6 +135,10 @@ def main() -> None:
     parser.add_argument("--device", default="gpu", choices=["gpu", "cpu"])
     parser.add_argument("--compile", action="store_true", help="model.compile=true")
     parser.add_argument("--cached-mini-batch", type=int, default=None)
+    parser.add_argument(
+        "--chunk-size", default="auto", help="model.chunk_size: auto, a number, or null"
+    )
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON")
     a = parser.parse_args()
     if a.steps <= a.warmup:
@@ -158,11 +165,13 @@ def main() -> None:
         f"data.batch_size={a.batch}",
         f"data.max_seq_length={a.seq_len}",
         f"loss.cached_mini_batch_size={a.cached_mini_batch or 'null'}",
+        f"model.chunk_size={a.chunk_size}",
     ]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
 
     times: list[float] = []
+    losses: list[dict[str, float]] = []  # every step's train/loss@<dim> (precision checks)
     tokens: list[int] = []
     flops: list[float] = []
     cuda = a.device == "gpu"
@@ -185,12 +194,14 @@ def main() -> None:
                 torch.cuda.synchronize()
             self.start = time.perf_counter()
 
-        def on_train_batch_end(self, *args):
+        def on_train_batch_end(self, trainer, *args):
             if cuda:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - self.start)
+            metrics = trainer.callback_metrics
+            losses.append({k: float(v) for k, v in metrics.items() if k.startswith("train/loss@")})
 
-    L.seed_everything(0, verbose=False)
+    L.seed_everything(a.seed, verbose=False)
     module = build_module(cfg)
     datamodule = build_datamodule(cfg)
     trainer = L.Trainer(
@@ -222,6 +233,8 @@ def main() -> None:
         "attention": module.encoder.backbone.config._attn_implementation,
         "precision": a.precision,
         "compile": a.compile,
+        "chunk_size": a.chunk_size,
+        "seed": a.seed,
         "cached_mini_batch": a.cached_mini_batch,
         "batch_triplets": a.batch,
         "timed_steps": n_steps,
@@ -237,7 +250,9 @@ def main() -> None:
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         ),
     }
-    for key, value in result.items():
+    printed = dict(result)
+    result["losses_per_step"] = losses
+    for key, value in printed.items():
         print(f"{key:>22}: {value:.4g}" if isinstance(value, float) else f"{key:>22}: {value}")
     if a.out:
         a.out.write_text(json.dumps(result, indent=2) + "\n")

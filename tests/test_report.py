@@ -536,3 +536,22 @@ def test_group_by_folder_labels_a_study_of_training_runs_and_evaluations(tmp_pat
     markdown, *_ = build_report([tmp_path], group_by="folder", n_boot=100)
     assert "against **baseline**" in markdown  # default: the first baseline, not eval.py's
     capsys.readouterr()
+
+
+def test_grids_of_2d_runs_get_mean_tables_and_difference_heatmaps(tmp_path):
+    def grid(shift):
+        return {f"L{layer}d{d}": 0.1 * layer + shift for layer in (1, 2) for d in DIMS}
+
+    for seed, shift in ((1, 0.0), (2, 0.02)):
+        write_run(tmp_path, "two_d", seed, [0.8, 0.7, 0.6], overrides=["+exp=two_d"],
+                  grid=grid(shift))  # fmt: skip
+        write_run(tmp_path, "mrl", seed, [0.8, 0.7, 0.6], overrides=["+exp=mrl"],
+                  grid=grid(-0.05))  # fmt: skip
+    markdown, out, _, _ = build_report([tmp_path], reference="mrl", n_boot=50)
+    text = (out / "report.md").read_text()
+    assert "## Layers x dims" in text
+    section = text.split("### two_d (n=2)")[1].split("###")[0]
+    assert f"| 1 | {0.11:.4f} |" in section  # layer 1: mean of 0.10 and 0.12
+    assert (out / "grid_two_d.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "grid_two_d_minus_mrl.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (out / "grid_mrl_minus_mrl.png").exists()

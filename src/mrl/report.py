@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 from mrl.errors import ConfigError
+from mrl.report_grids import grid_section
 from mrl.report_intervals import differences, group_sims
 from mrl.report_plots import log_to_wandb, overlay_png
 from mrl.report_runs import (
@@ -114,7 +115,8 @@ def build_report(
     markdown = markdown_report(runs, rows, dims, ref, root, diffs, n_boot, level)
     write_atomic(out / REPORT_CSV, csv_report(groups + curves, dims, ref, diffs))
     write_atomic(out / REPORT_PNG, overlay_png(runs, rows, dims, x))
-    write_atomic(out / REPORT_MD, markdown + f"\n![size vs. performance]({REPORT_PNG})\n")
+    grids = grid_section(groups, ref, out)  # 2D runs: layers x dims heatmaps
+    write_atomic(out / REPORT_MD, markdown + f"\n![size vs. performance]({REPORT_PNG})\n" + grids)
     return markdown, out, groups, dims
 
 

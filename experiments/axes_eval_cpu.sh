@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Issues 15 and 17, evaluation and reports, after experiments/axes_cpu.sh and comparators_cpu.sh.
+#   2D: the layers x dims grid (STS-B test) of the 2D runs (their own), of MRL and the baseline
+#       (eval.py grid=true on their exports) and of the untrained backbone, one report with the
+#       difference heatmaps against MRL -> experiments/results/matryoshka_2d_cpu/
+#   QAT: Spearman against bytes for MRL, MRL+QAT(binary), MRL+QAT(int8+binary) and the baseline
+#       (mrl.quantization; a QAT model quantizes with its own calibration), and binary shortlist +
+#       float rerank recall (mrl.retrieval --binary) -> experiments/results/qat_cpu/
+# Time: ~1-2 min per model and step, one CPU thread. Usage: bash experiments/axes_eval_cpu.sh [N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export MRL_DATA_DIR=${MRL_DATA_DIR:-../shared/data} MRL_MODEL_DIR=${MRL_MODEL_DIR:-../shared/models}
+n=${1:-4000}
+run_of() {  # exp seed pattern: the finished run folder
+    ls -d outputs/runs/$1/seed$2/*max_train_samples=$n,*$3 2>/dev/null | head -1
+}
+copy() {  # study group seed folder
+    mkdir -p "$1/$2/seed$3"
+    cp "$4/results.json" "$1/$2/seed$3/"
+    [[ -f $4/test_pairs.npz ]] && cp "$4/test_pairs.npz" "$1/$2/seed$3/"
+    return 0
+}
+grid_of() {  # model out: eval.py's grid of any model
+    [[ -f $2/results.json ]] || python eval.py model="$1" benchmarks=stsb max_seq_length=64 grid=true \
+        hydra.run.dir="$2"
+}
+twod=experiments/results/matryoshka_2d_cpu
+for seed in 42 43; do
+    two=$(run_of allnli_mrl $seed "matryoshka.layer_weighting=by_depth,matryoshka.layers=all,model=minilm_l6,optim.lr=2e-5")
+    mrl=$(run_of allnli_mrl $seed "model=minilm_l6,optim.lr=2e-5")
+    base=$(run_of allnli_baseline $seed "model=minilm_l6,optim.lr=2e-5")
+    [[ -n $two ]] && copy $twod 2d $seed "$two"
+    for pair in "mrl:$mrl" "baseline:$base"; do
+        group=${pair%%:*} folder=${pair#*:}
+        [[ -n $folder ]] || continue
+        grid_of "$folder" "outputs/grids/n$n/$group/seed$seed"
+        copy $twod "$group" $seed "outputs/grids/n$n/$group/seed$seed"
+    done
+done
+grid_of sentence-transformers/all-MiniLM-L6-v2 outputs/grids/untrained
+copy $twod untrained 0 outputs/grids/untrained
+python -m mrl.report $twod --group-by folder --reference mrl
+
+qat=experiments/results/qat_cpu
+mkdir -p $qat
+models=() names=()
+for seed in 42 43; do
+    for pair in "mrl:model=minilm_l6,optim.lr=2e-5" "qat_binary:optim.lr=2e-5,qat=binary" \
+                "qat_int8_binary:optim.lr=2e-5,qat=int8_binary"; do
+        folder=$(run_of allnli_mrl $seed "${pair#*:}")
+        [[ -n $folder ]] && models+=("$folder") names+=("${pair%%:*}-s$seed")
+    done
+    base=$(run_of allnli_baseline $seed "model=minilm_l6,optim.lr=2e-5")
+    [[ -n $base ]] && models+=("$base") names+=("baseline-s$seed")
+done
+python -m mrl.quantization "${models[@]}" --name "${names[@]}" --out $qat
+for i in "${!models[@]}"; do
+    [[ ${names[$i]} == *-s42 ]] || continue
+    python -m mrl.retrieval "${models[$i]}" --binary 64 128 256 --d-small 64 --k 100 \
+        --out "$qat/retrieval_${names[$i]%-s42}.md"
+done
+echo "axes evaluation done"

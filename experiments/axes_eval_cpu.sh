@@ -11,8 +11,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export MRL_DATA_DIR=${MRL_DATA_DIR:-../shared/data} MRL_MODEL_DIR=${MRL_MODEL_DIR:-../shared/models}
 n=${1:-4000}
-run_of() {  # exp seed pattern: the finished run folder
-    ls -d outputs/runs/$1/seed$2/*max_train_samples=$n,*$3 2>/dev/null | head -1
+run_of() {  # exp seed [overrides after eval.score_untrained, default: the plain recipe]
+    local name
+    name=$(ls "outputs/runs/$1/seed$2" 2>/dev/null | grep -E "^data.batch_size=32,data.max_seq_length=64,data.max_train_samples=$n,eval.score_untrained=(true|false),${3:-model=minilm_l6,optim.lr=2e-5}\$" | head -1)
+    [[ -n $name && -f outputs/runs/$1/seed$2/$name/results.json ]] && echo "outputs/runs/$1/seed$2/$name"
+    return 0
 }
 copy() {  # study group seed folder
     mkdir -p "$1/$2/seed$3"
@@ -27,8 +30,8 @@ grid_of() {  # model out: eval.py's grid of any model
 twod=experiments/results/matryoshka_2d_cpu
 for seed in 42 43; do
     two=$(run_of allnli_mrl $seed "matryoshka.layer_weighting=by_depth,matryoshka.layers=all,model=minilm_l6,optim.lr=2e-5")
-    mrl=$(run_of allnli_mrl $seed "model=minilm_l6,optim.lr=2e-5")
-    base=$(run_of allnli_baseline $seed "model=minilm_l6,optim.lr=2e-5")
+    mrl=$(run_of allnli_mrl $seed)
+    base=$(run_of allnli_baseline $seed)
     [[ -n $two ]] && copy $twod 2d $seed "$two"
     for pair in "mrl:$mrl" "baseline:$base"; do
         group=${pair%%:*} folder=${pair#*:}
@@ -45,12 +48,12 @@ qat=experiments/results/qat_cpu
 mkdir -p $qat
 models=() names=()
 for seed in 42 43; do
-    for pair in "mrl:model=minilm_l6,optim.lr=2e-5" "qat_binary:optim.lr=2e-5,qat=binary" \
-                "qat_int8_binary:optim.lr=2e-5,qat=int8_binary"; do
+    for pair in "mrl:model=minilm_l6,optim.lr=2e-5" "qat_binary:model=minilm_l6,optim.lr=2e-5,qat=binary" \
+                "qat_int8_binary:model=minilm_l6,optim.lr=2e-5,qat=int8_binary"; do
         folder=$(run_of allnli_mrl $seed "${pair#*:}")
         [[ -n $folder ]] && models+=("$folder") names+=("${pair%%:*}-s$seed")
     done
-    base=$(run_of allnli_baseline $seed "model=minilm_l6,optim.lr=2e-5")
+    base=$(run_of allnli_baseline $seed)
     [[ -n $base ]] && models+=("$base") names+=("baseline-s$seed")
 done
 python -m mrl.quantization "${models[@]}" --name "${names[@]}" --out $qat

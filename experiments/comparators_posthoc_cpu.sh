@@ -14,8 +14,11 @@ export MRL_DATA_DIR=${MRL_DATA_DIR:-../shared/data} MRL_MODEL_DIR=${MRL_MODEL_DI
 n=${1:-4000}
 study=experiments/results/comparators_cpu
 work=outputs/comparators_posthoc/n$n
-run_of() {  # exp seed [pattern]: the finished run folder of part 1
-    ls -d outputs/runs/$1/seed$2/*max_train_samples=$n,*${3:-}* 2>/dev/null | head -1
+run_of() {  # exp seed [overrides after eval.score_untrained, default: the plain recipe]
+    local name
+    name=$(ls "outputs/runs/$1/seed$2" 2>/dev/null | grep -E "^data.batch_size=32,data.max_seq_length=64,data.max_train_samples=$n,eval.score_untrained=(true|false),${3:-model=minilm_l6,optim.lr=2e-5}\$" | head -1)
+    [[ -n $name && -f outputs/runs/$1/seed$2/$name/results.json ]] && echo "outputs/runs/$1/seed$2/$name"
+    return 0
 }
 score() {  # group seed model [eval.py overrides...]
     local group=$1 seed=$2 model=$3; shift 3
@@ -33,7 +36,7 @@ for seed in 42 43 44; do
     [[ -n $mrl ]] && collect mrl $seed "$mrl"
     [[ -n $base ]] && collect baseline $seed "$base"
     for d in 32 64 128; do
-        fixed=$(run_of allnli_fixed_dim $seed "fixed_dim=$d,")
+        fixed=$(run_of allnli_fixed_dim $seed "matryoshka.fixed_dim=$d,model=minilm_l6,optim.lr=2e-5")
         [[ -n $fixed ]] && collect "fixed_dim=$d" $seed "$fixed"
     done
     if [[ -n $base ]]; then

@@ -55,6 +55,11 @@ def test_pairs_weights_and_sampling():
         assert len(drawn) == 2 and drawn[-1] == 6
     with pytest.raises(ConfigError, match="layer_pairs='band' is unknown"):
         layer_dim_pairs([6], dims, "band")
+    assert layer_dim_pairs([2, 6], dims, [[2, 8]]) == [(6, 32), (6, 16), (6, 8), (2, 8)]
+    with pytest.raises(ConfigError, match=r"names dim 12, not in the schedule \[32, 16, 8\]"):
+        layer_dim_pairs([2, 6], dims, [[2, 12]])
+    with pytest.raises(ConfigError, match="names layer 3, not a trained layer"):
+        layer_dim_pairs([2, 6], dims, [[3, 8]])
     with pytest.raises(ConfigError, match="n_layers_per_step=-1 must be null or a whole number"):
         step_layers([1, 6], -1, rng)
 

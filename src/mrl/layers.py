@@ -75,13 +75,17 @@ def layer_dim_pairs(layers: Sequence[int], dims: Sequence[int], mode: str = "gri
     """The trained (layer, dim) pairs. `grid`: every layer at every dim. `diagonal`
     (Starbucks-style): the last layer at every dim; the shallower layers, shallowest first,
     each at one dim, paired in order with the dims smallest first (spread evenly when the
-    counts differ), so a shallow encoder serves a small embedding."""
-    if mode not in PAIR_MODES:
-        raise ConfigError(
-            f"matryoshka.layer_pairs={mode!r} is unknown; use one of {', '.join(PAIR_MODES)}."
-        )
+    counts differ), so a shallow encoder serves a small embedding. A list of [layer, dim]:
+    those pairs, besides the last layer at every dim."""
     last = max(layers)
     pairs = [(last, d) for d in dims]
+    if not isinstance(mode, str):  # explicit [[layer, dim], ...] (Starbucks' fixed pairs)
+        return pairs + [p for p in _explicit_pairs(mode, layers, dims) if p not in pairs]
+    if mode not in PAIR_MODES:
+        raise ConfigError(
+            f"matryoshka.layer_pairs={mode!r} is unknown; use one of {', '.join(PAIR_MODES)} "
+            "or a list of [layer, dim] pairs."
+        )
     shallow = sorted(layer for layer in layers if layer != last)
     if mode == "grid":
         return pairs + [(layer, d) for layer in shallow for d in dims]
@@ -89,6 +93,32 @@ def layer_dim_pairs(layers: Sequence[int], dims: Sequence[int], mode: str = "gri
     for i, layer in enumerate(shallow):
         index = round(i * (len(ascending) - 1) / max(len(shallow) - 1, 1))
         pairs.append((layer, ascending[index]))
+    return pairs
+
+
+def _explicit_pairs(spec, layers: Sequence[int], dims: Sequence[int]) -> list[tuple[int, int]]:
+    option = "matryoshka.layer_pairs"
+    pairs = []
+    for item in spec if isinstance(spec, Sequence) else [spec]:
+        if not (
+            isinstance(item, Sequence)
+            and len(item) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in item)
+        ):
+            raise ConfigError(f"{option} holds {item!r}; give [layer, dim] pairs, e.g. [[2,64]].")
+        layer, dim = item
+        if layer not in layers:
+            raise ConfigError(
+                f"{option} names layer {layer}, not a trained layer {list(layers)}; add it to "
+                "matryoshka.layers."
+            )
+        if dim not in dims:
+            raise ConfigError(
+                f"{option} names dim {dim}, not in the schedule {list(dims)}; use a schedule dim."
+            )
+        pairs.append((layer, dim))
+    if not pairs:
+        raise ConfigError(f"{option} is empty; give grid, diagonal or [layer, dim] pairs.")
     return pairs
 
 

@@ -157,3 +157,21 @@ def test_an_exports_calibration_reproduces_training_time_codes(tmp_path):
         fake_int8(x, cal.low, cal.high).numpy(), atol=1e-6,
     )  # fmt: skip
     assert qat_calibration(str(tmp_path / "nothing")) is None
+
+
+@pytest.mark.parametrize("loss", ["mnrl", "mnrl_symmetric", "cosent", "angle"])
+def test_the_term_works_with_every_base_loss(loss):
+    from mrl.losses import BASE_LOSSES
+
+    assert set(BASE_LOSSES) == {"mnrl", "mnrl_symmetric", "cosent", "angle"}
+    base = base_loss(loss)
+    n_cols = 2 if base.kind == "pairs" else 3
+    cols = [_sample(8, seed=s).requires_grad_(True) for s in range(n_cols)]
+    scores = torch.rand(8, generator=torch.Generator().manual_seed(0))
+    batch = GlobalBatch(cols, cols, 0, scores if base.kind == "pairs" else None)
+    cal = RunningCalibration(16)
+    cal.update(torch.cat(cols))
+    total, parts = qat_loss(base, batch, [QatTerm(8, "binary"), QatTerm(16, "int8")], cal)
+    total.backward()
+    assert torch.isfinite(total) and set(parts) == {"binary@8", "int8@16"}
+    assert all(c.grad is not None and c.grad.abs().sum() > 0 for c in cols)

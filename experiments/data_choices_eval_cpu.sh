@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Issue 16's evaluation and report, after experiments/data_choices_cpu.sh (and comparators_cpu.sh
+# for the triplet runs): STS-B test per dim with intervals (each run's own test_pairs.npz) and
+# BEIR SciFact test nDCG@10 per dim (eval.py, seed 42 and the backbone).
+# -> experiments/results/data_choices_cpu/ (report.md, report.png, scifact.md)
+# Time: ~3 min per SciFact evaluation on one CPU thread. Usage: bash experiments/data_choices_eval_cpu.sh [N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export MRL_DATA_DIR=${MRL_DATA_DIR:-../shared/data} MRL_MODEL_DIR=${MRL_MODEL_DIR:-../shared/models}
+n=${1:-4000}
+study=experiments/results/data_choices_cpu
+pick() {  # glob: the one finished run folder it matches
+    local d
+    for d in $1; do [[ -f $d/results.json ]] && { echo "$d"; return 0; }; done
+    return 0
+}
+copy() {  # group seed folder
+    [[ -n $3 ]] || return 0
+    mkdir -p "$study/$1/seed$2"
+    cp "$3/results.json" "$3/test_pairs.npz" "$study/$1/seed$2/"
+}
+declare -A s42
+for seed in 42 43; do
+    base="outputs/runs/allnli_mrl/seed$seed/data.batch_size=32,data.max_seq_length=64,data.max_train_samples=$n"
+    triplets=$(pick "$base,eval.score_untrained=*,model=minilm_l6,optim.lr=2e-5")
+    k1=$(pick "$base,data.train.columns=*negative_1]*")
+    k3=$(pick "$base,data.train.columns=*negative_3]*")
+    copy triplets $seed "$triplets"; copy mined_k1 $seed "$k1"; copy mined_k3 $seed "$k3"
+    if [[ $seed == 42 ]]; then s42[triplets]=$triplets s42[mined_k1]=$k1 s42[mined_k3]=$k3; fi
+done
+mixture=$(pick "outputs/runs/mixture_mrl/seed42/*max_train_samples=$n*")
+copy mixture 42 "$mixture"; s42[mixture]=$mixture
+s42[untrained]=sentence-transformers/all-MiniLM-L6-v2
+python -m mrl.report "$study" --group-by folder --reference triplets
+{
+    echo "# BEIR SciFact test (300 queries, 5,183 documents), seed 42, eval.py benchmarks=scifact"
+    for group in untrained triplets mined_k1 mined_k3 mixture; do
+        model=${s42[$group]:-}
+        [[ -n $model ]] || continue
+        dir=outputs/evals_data_choices/$group
+        [[ -f $dir/results.json ]] || python eval.py model="$model" benchmarks=scifact \
+            max_seq_length=64 hydra.run.dir="$dir" > /dev/null
+        echo; echo "## $group"; echo; cat "$dir/benchmarks.md"
+    done
+} > "$study/scifact.md"
+echo "data evaluation done"

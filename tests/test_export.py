@@ -422,3 +422,18 @@ def test_prompts_go_before_the_training_and_eval_texts_they_name(data_dir):
     assert train["positive_ids"] == ids(train["positive"])  # no prompt for that column
     for column in ("sentence1", "sentence2"):
         assert test[f"{column}_ids"] == ids(["sts: " + t for t in test[column]])
+
+
+def test_card_lists_every_dataset_of_a_mixture():
+    from mrl.model_card import card_metadata
+
+    def source(hub_id):
+        return {"hub_id": hub_id, "hub_split": "train", "local_file": "x", "columns": ["a"]}
+
+    nli, stsb = source("sentence-transformers/all-nli"), source("sentence-transformers/stsb")
+    mixture = {"datasets": {"nli": {"loss": "mnrl", "source": nli},
+                            "stsb": {"loss": "cosent", "source": stsb}}}  # fmt: skip
+    results = RunResults(experiment="m", run_dir="x", backbone=None, eval_dims=[8], test={8: 0.5},
+                         config={"data": {"train": None, "mixture": mixture}})  # fmt: skip
+    meta = card_metadata(results, None)
+    assert meta["datasets"] == ["sentence-transformers/all-nli", "sentence-transformers/stsb"]

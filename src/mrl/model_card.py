@@ -129,9 +129,14 @@ def card_metadata(
     if base := hub_id(backbone):
         meta["base_model"] = base
     config = results.config if results else {}
-    train = ((config.get("data") or {}).get("train") or {}).get("hub_id")
-    if train:
-        meta["datasets"] = [train]
+    data = config.get("data") or {}
+    sources = [(data.get("train") or {})] + [
+        (entry or {}).get("source") or {}
+        for entry in ((data.get("mixture") or {}).get("datasets") or {}).values()
+    ]  # one training set, or every dataset of a mixture
+    datasets = list(dict.fromkeys(s["hub_id"] for s in sources if s.get("hub_id")))
+    if datasets:
+        meta["datasets"] = datasets
     meta["widget"] = WIDGET
     evals = eval_results(results) if results and not note and not results.debug else []
     if evals:

@@ -40,3 +40,49 @@ def test_throughput_script_refuses_a_missing_gpu_in_one_line():
     assert done.stderr.strip().splitlines() == [
         "error: --device gpu but no CUDA device is visible; use --device cpu."
     ]
+
+
+def test_gpu_check_rehearses_on_the_cpu_and_bf16_tracking_compares(tmp_path):
+    """The one prepared GPU script, end to end with the tiny architecture on the CPU."""
+    import os
+
+    env = {**os.environ, "ARCH": "tiny", "STEPS": "4", "BATCH": "4", "DEVICE": "cpu"}
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=900, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    names = {p.name for p in tmp_path.glob("*.json")}
+    assert {"device.json", "chunk64.json", "chunknull_compile.json", "cached1024.json"} <= names
+    tracking = json.loads((tmp_path / "precision_tracking.json").read_text())
+    assert tracking["tracks"] is True and tracking["worst"] == 0.0  # fp32 twice, same seed
+
+
+def test_cpu_step_flops_reports_rates_and_padding(tmp_path):
+    import os
+
+    from tests.conftest import make_data_dir
+
+    out = tmp_path / "flops.json"
+    env = {**os.environ, "MRL_DATA_DIR": str(make_data_dir(tmp_path / "data"))}
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "cpu_step_flops.py"), "--model", "tiny",
+           "--batch", "4", "--steps", "3", "--warmup", "1", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert r["matmul_fp32_gflops"] > 0 and r["timed_steps"] == 2
+    assert r["computed_gflops_per_s"] >= r["model_gflops_per_s"] > 0
+    assert 0 <= r["padding_share_of_tokens"] < 1
+
+
+def test_computed_lengths_pad_each_chunk_to_its_longest():
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location(
+        "flops", ROOT / "benchmarks" / "cpu_step_flops.py"
+    )
+    flops = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(flops)
+    lengths = torch.tensor([3, 9, 4, 8, 2])
+    assert flops.computed_lengths(lengths, None).tolist() == [9] * 5
+    assert flops.computed_lengths(lengths, 2).tolist() == [4, 9, 4, 9, 2]  # chunks {9,8} {4,3} {2}

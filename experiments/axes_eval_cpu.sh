@@ -24,7 +24,7 @@ copy() {  # study group seed folder
     return 0
 }
 grid_of() {  # model out: eval.py's grid of any model
-    [[ -f $2/results.json ]] || python eval.py model="$1" benchmarks=stsb max_seq_length=64 grid=true \
+    [[ -f $2/results.json ]] || python eval.py model="'$1'" benchmarks=stsb max_seq_length=64 grid=true \
         hydra.run.dir="$2"
 }
 twod=experiments/results/matryoshka_2d_cpu

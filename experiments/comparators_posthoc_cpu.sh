@@ -23,7 +23,7 @@ run_of() {  # exp seed [overrides after eval.score_untrained, default: the plain
 score() {  # group seed model [eval.py overrides...]
     local group=$1 seed=$2 model=$3; shift 3
     local dir=$work/$group/seed$seed
-    [[ -f $dir/results.json ]] || python eval.py model="$model" benchmarks=stsb max_seq_length=64 \
+    [[ -f $dir/results.json ]] || python eval.py model="'$model'" benchmarks=stsb max_seq_length=64 \
         transform_fit.max_samples=$n hydra.run.dir="$dir" "$@"
     collect "$group" "$seed" "$dir"
 }

@@ -38,7 +38,7 @@ python -m mrl.report "$study" --group-by folder --reference triplets
         model=${s42[$group]:-}
         [[ -n $model ]] || continue
         dir=outputs/evals_data_choices/$group
-        [[ -f $dir/results.json ]] || python eval.py model="$model" benchmarks=scifact \
+        [[ -f $dir/results.json ]] || python eval.py model="'$model'" benchmarks=scifact \
             max_seq_length=64 hydra.run.dir="$dir" > /dev/null
         echo; echo "## $group"; echo; cat "$dir/benchmarks.md"
     done

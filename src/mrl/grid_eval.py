@@ -91,7 +91,9 @@ def benchmark_grid(model, ds, dims: list[int], batch_size: int) -> tuple[Grid, d
             best = float("inf")
             for _ in range(2):
                 start = time.perf_counter()
-                model.encode(texts, batch_size=batch_size, convert_to_numpy=True)
+                model.encode(
+                    texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False
+                )
                 best = min(best, time.perf_counter() - start)
             seconds[k] = round(best, 3)
     finally:

@@ -9,10 +9,16 @@ cd "$(dirname "$0")/.."
 export MRL_DATA_DIR=${MRL_DATA_DIR:-../shared/data} MRL_MODEL_DIR=${MRL_MODEL_DIR:-../shared/models}
 n=${1:-4000}
 study=experiments/results/data_choices_cpu
-pick() {  # glob: the one finished run folder it matches
-    local d
-    for d in $1; do [[ -f $d/results.json ]] && { echo "$d"; return 0; }; done
-    return 0
+pick() {  # seed kind: the finished run folder of the triplets / mined_k1 / mined_k3 run
+    local seed=$1 root="outputs/runs/allnli_mrl/seed$1" head="data.batch_size=32,data.max_seq_length=64,data.max_train_samples=$n"
+    case $2 in
+        triplets) ls "$root" | grep -E "^$head,eval.score_untrained=(true|false),model=minilm_l6,optim.lr=2e-5\$" \
+                      | sed "s|^|$root/|" | head -1 ;;
+        mined_k1) find "$root" -path "*columns=\[anchor,positive,negative_1\],data.train.local_file=mined/*" \
+                      -name results.json -printf '%h\n' | head -1 ;;
+        mined_k3) find "$root" -path "*negative_3\],data.train.local_file=mined/*" -name results.json \
+                      -printf '%h\n' | head -1 ;;
+    esac
 }
 copy() {  # group seed folder
     [[ -n $3 ]] || return 0
@@ -21,14 +27,13 @@ copy() {  # group seed folder
 }
 declare -A s42
 for seed in 42 43; do
-    base="outputs/runs/allnli_mrl/seed$seed/data.batch_size=32,data.max_seq_length=64,data.max_train_samples=$n"
-    triplets=$(pick "$base,eval.score_untrained=*,model=minilm_l6,optim.lr=2e-5")
-    k1=$(pick "$base,data.train.columns=*negative_1]*")
-    k3=$(pick "$base,data.train.columns=*negative_3]*")
-    copy triplets $seed "$triplets"; copy mined_k1 $seed "$k1"; copy mined_k3 $seed "$k3"
-    if [[ $seed == 42 ]]; then s42[triplets]=$triplets s42[mined_k1]=$k1 s42[mined_k3]=$k3; fi
+    for kind in triplets mined_k1 mined_k3; do
+        folder=$(pick $seed $kind)
+        copy $kind $seed "$folder"
+        [[ $seed == 42 ]] && s42[$kind]=$folder
+    done
 done
-mixture=$(pick "outputs/runs/mixture_mrl/seed42/*max_train_samples=$n*")
+mixture=$(ls -d outputs/runs/mixture_mrl/seed42/*max_train_samples=$n,* 2>/dev/null | head -1)
 copy mixture 42 "$mixture"; s42[mixture]=$mixture
 s42[untrained]=sentence-transformers/all-MiniLM-L6-v2
 python -m mrl.report "$study" --group-by folder --reference triplets

@@ -161,3 +161,10 @@ def test_a_2d_run_logs_and_writes_its_grid(data_dir, run_main, tmp_path):
     header = next(csv.reader((run_dir / "csv" / "metrics.csv").open()))
     for key in ("train/loss@L1d8", "train/loss@align@L1", "val/spearman@L1d8", "train/loss@8"):
         assert key in header, key
+
+
+def test_listed_pairs_without_layers_are_one_line():
+    from mrl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="layer_pairs lists .* but matryoshka.layers is null"):
+        _objective({**TWO_D, "layers": None, "layer_pairs": [[1, 8]]}, None)

@@ -43,6 +43,11 @@ class TrainingObjective(nn.Module):
         m, dims = matryoshka, next(iter(losses.values())).dims
         self.layers = None if m.get("layers") is None else resolve_layers(m["layers"], depth)
         self.depth = depth
+        if self.layers is None and not isinstance(m.get("layer_pairs", "grid"), str):
+            raise ConfigError(
+                "matryoshka.layer_pairs lists [layer, dim] pairs but matryoshka.layers is null; "
+                "set matryoshka.layers to the layers the pairs use."
+            )
         if self.layers is not None:
             self.layer_weights = dict(
                 zip(

@@ -36,6 +36,7 @@ done
 mixture=$(ls -d outputs/runs/mixture_mrl/seed42/*max_train_samples=$n,* 2>/dev/null | head -1)
 copy mixture 42 "$mixture"; s42[mixture]=$mixture
 s42[untrained]=sentence-transformers/all-MiniLM-L6-v2
+python experiments/strip_gold.py "$study"   # no copy of the benchmark scores in the commit
 python -m mrl.report "$study" --group-by folder --reference triplets
 {
     echo "# BEIR SciFact test (300 queries, 5,183 documents), seed 42, eval.py benchmarks=scifact"

@@ -555,3 +555,32 @@ def test_grids_of_2d_runs_get_mean_tables_and_difference_heatmaps(tmp_path):
     assert (out / "grid_two_d.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "grid_two_d_minus_mrl.png").read_bytes()[:4] == b"\x89PNG"
     assert not (out / "grid_mrl_minus_mrl.png").exists()
+
+
+def test_committed_copies_hold_no_gold_scores_and_read_them_from_the_data(tmp_path, monkeypatch):
+    from mrl.errors import ConfigError
+    from mrl.pairs import load_pairs, strip_gold
+    from tests.conftest import write_jsonl
+
+    gold = (np.random.default_rng(0).integers(0, 41, N_PAIRS) / 40).astype(np.float32)
+    data = tmp_path / "data"
+    write_jsonl(data / "stsb/test.jsonl",
+                [{"sentence1": f"a {i}", "sentence2": f"b {i}", "score": float(g) * 5}
+                 for i, g in enumerate(gold)])  # fmt: skip
+    source = {"hub_id": "sentence-transformers/stsb", "hub_split": "test",
+              "local_file": "stsb/test.jsonl", "columns": ["sentence1", "sentence2", "score"],
+              "local_score_max": 5.0}  # fmt: skip
+    noise = dict.fromkeys(DIMS, 0.5)
+    runs = [write_scored_run(tmp_path / "study", "mrl", s, gold, noise) for s in (1, 2)]
+    for run in runs:
+        strip_gold(run / "test_pairs.npz", source)
+        with np.load(run / "test_pairs.npz") as saved:
+            assert "gold" not in saved.files
+    monkeypatch.setenv("MRL_DATA_DIR", str(data))
+    assert np.array_equal(load_pairs(runs[0] / "test_pairs.npz").gold, gold)
+    # other scores in the data: one line, not wrong intervals
+    write_jsonl(data / "stsb/test.jsonl",
+                [{"sentence1": f"a {i}", "sentence2": f"b {i}", "score": 2.5}
+                 for i in range(N_PAIRS)])  # fmt: skip
+    with pytest.raises(ConfigError, match="differ from the ones the pairs were scored on"):
+        load_pairs(runs[0] / "test_pairs.npz")

@@ -1,0 +1,38 @@
+"""Strip the benchmark's gold scores from every test_pairs.npz below the given study folders,
+so a committed study holds our similarities but no copy of the data (mrl.pairs.strip_gold):
+each file keeps the data source its scores came from (from the results.json beside it) and
+their SHA-256, and `mrl.pairs.load_pairs` reads them back from $MRL_DATA_DIR or the Hub.
+
+    python experiments/strip_gold.py experiments/results/comparators_cpu [...]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from mrl.pairs import PAIRS, load_pairs, strip_gold
+
+
+def test_source(results: dict) -> dict:
+    """The Source fields of the test set a results.json was scored on."""
+    config = results.get("config") or {}
+    if results.get("test_benchmark"):  # eval.py
+        return config["benchmarks"][results["test_benchmark"]]
+    return config["eval"]["test"]  # train.py
+
+
+def main(folders: list[str]) -> None:
+    for folder in folders:
+        for path in sorted(Path(folder).rglob(PAIRS)):
+            results = json.loads((path.parent / "results.json").read_text())
+            before = load_pairs(path)
+            strip_gold(path, test_source(results))
+            after = load_pairs(path)  # reads the scores back from the data and checks them
+            assert (after.gold == before.gold).all()
+            print(f"stripped {path}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -46,6 +46,11 @@ def _fails_in_one_line(run_main, run_dir, overrides, capsys) -> str:
         ("loss.name=nope", "loss.name='nope' is unknown; use one of mnrl"),
         # a sweeper must never select on test
         ("optimized_metric=test/spearman@32", "must be a validation quantity"),
+        # 2D Matryoshka and quantization-aware options
+        ("matryoshka.layers=[7]", "matryoshka.layers holds 7, beyond the backbone's 2 layers"),
+        ("matryoshka.alignment_weight=abc", "matryoshka.alignment_weight='abc' must be a number"),
+        ("qat.warmup_steps=-1", "qat.warmup_steps=-1 must be a whole number >= 0"),
+        ("qat.terms=[{dim: 12, precision: binary}]", "dim 12 is not in the schedule"),
         # found by the fuzz: Lightning's own TypeError
         ("trainer.devices=[0]", "trainer.devices=[0] names GPUs, but this run is on the CPU"),
     ],

@@ -62,11 +62,7 @@ class TrainingObjective(nn.Module):
             check_n_layers_per_step(m["n_layers_per_step"])
             self.n_layers_per_step = m["n_layers_per_step"]
             self.alignment_weight = float(m["alignment_weight"])
-            self.alignment_temperature = float(m["alignment_temperature"])
-            if self.alignment_temperature <= 0:
-                raise ConfigError(
-                    f"matryoshka.alignment_temperature={self.alignment_temperature} must be > 0."
-                )
+            self.alignment_temperature = float(m["alignment_temperature"])  # > 0: mrl.checks
         q = {**QAT_DEFAULTS, **(qat or {})}
         self.qat_terms = [QatTerm(int(t["dim"]), str(t["precision"]), float(t.get("weight", 1.0)))
                           for t in q["terms"] or []]  # fmt: skip

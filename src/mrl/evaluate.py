@@ -41,7 +41,7 @@ from mrl.beir import BeirSource
 from mrl.errors import ConfigError
 from mrl.eval_retrieval import is_retrieval, score_retrieval
 from mrl.grid import GRID_PNG, check_grid, grid_png, grid_record, parse_grid
-from mrl.metrics import pair_similarities, spearman_by_dim
+from mrl.metrics import pair_similarities, spearman_of_similarities
 from mrl.models import check_device, embedding_width, load_model, model_eval_dims, slug
 from mrl.pairs import PAIRS, write_pairs
 from mrl.posthoc import check_transform, export_posthoc, fit_posthoc
@@ -217,8 +217,9 @@ def run(cfg: DictConfig, run_dir: Path) -> RunResults:
             sts.append(name)
             ds = load_source(Source.from_config(source_cfg))
             left, right = map(post.apply, encode_benchmark(model, ds, cfg.batch_size))
-            scores[name] = spearman_by_dim(left, right, list(ds["score"]), dims)
-            pairs[name] = (list(ds["score"]), pair_similarities(left, right, dims))
+            sims = pair_similarities(left, right, dims)
+            scores[name] = spearman_of_similarities(sims, list(ds["score"]))
+            pairs[name] = (list(ds["score"]), sims)
             if cfg.grid and len(sts) == 1:  # the layers x dims grid of the test benchmark
                 grid = grid_record(model, ds, dims, cfg.batch_size)
             print(f"{name}: {len(ds)} pairs, Spearman at {dims[0]}: {scores[name][dims[0]]:.4f}")

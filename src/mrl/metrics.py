@@ -40,8 +40,15 @@ def spearman_by_dim(
     dims: Sequence[int],
 ) -> dict[int, float]:
     """Spearman correlation between gold scores and the cosine of each dims-prefix pair."""
+    return spearman_of_similarities(pair_similarities(embeddings1, embeddings2, dims), gold_scores)
+
+
+def spearman_of_similarities(
+    sims: dict[int, np.ndarray], gold_scores: Sequence[float] | np.ndarray | torch.Tensor
+) -> dict[int, float]:
+    """Spearman of each dim's pair similarities (`pair_similarities`) against the gold scores,
+    for a caller that keeps the similarities too (no second pass over the embeddings)."""
     gold = np.asarray(torch.as_tensor(gold_scores, dtype=torch.float64).cpu())
-    sims = pair_similarities(embeddings1, embeddings2, dims)
     return {dim: float(spearmanr(cosine, gold).statistic) for dim, cosine in sims.items()}
 
 

@@ -11,7 +11,12 @@ from mrl.errors import ConfigError
 from mrl.grid import flat_grid, spearman_grid
 from mrl.hparams import grouped_hparams
 from mrl.matryoshka import GlobalBatch, MatryoshkaLoss
-from mrl.metrics import mean_over_log2_dims, pair_similarities, retention, spearman_by_dim
+from mrl.metrics import (
+    mean_over_log2_dims,
+    pair_similarities,
+    retention,
+    spearman_of_similarities,
+)
 from mrl.objective import TrainingObjective
 from mrl.optim import adamw_with_warmup
 from mrl.pairs import TestPairs
@@ -237,9 +242,9 @@ class MatryoshkaModule(L.LightningModule):
             for key, value in flat_grid(grid).items():
                 self.log(f"{prefix}/spearman@{key}", value, sync_dist=True)
             left, right = left[-1], right[-1]
-        spearman = spearman_by_dim(left, right, scores, self.eval_dims)
+        sims = pair_similarities(left, right, self.eval_dims)  # kept for the intervals
+        spearman = spearman_of_similarities(sims, scores)
         self.eval_results[prefix] = spearman
-        sims = pair_similarities(left, right, self.eval_dims)
         self.eval_pairs[prefix] = TestPairs(scores.float().cpu().numpy(), sims)
         # every rank holds the same gathered set and the same values; sync_dist just agrees
         for dim, value in spearman.items():

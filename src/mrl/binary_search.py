@@ -10,24 +10,17 @@ Hamming distance of d-bit codes is d * (1 - cosine of the +-1 codes) / 2, so thi
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
 from mrl.errors import ConfigError
+from mrl.qat import saved_calibration
 from mrl.retrieval_metrics import prefix
-
-QAT_CALIBRATION = "qat_calibration.json"
 
 
 def model_thresholds(model: str) -> np.ndarray | None:
     """The per-dim binary thresholds of a model folder (or run folder) trained with QAT."""
-    for folder in (Path(model), Path(model) / "sentence-transformers"):
-        path = folder / QAT_CALIBRATION
-        if path.is_file():
-            return np.asarray(json.loads(path.read_text())["threshold"], dtype=np.float32)
-    return None
+    saved = saved_calibration(model)
+    return None if saved is None else np.asarray(saved["threshold"], dtype=np.float32)
 
 
 def packed_codes(x: np.ndarray, thresholds: np.ndarray) -> np.ndarray:

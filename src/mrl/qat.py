@@ -33,6 +33,7 @@ from mrl.losses import BaseLoss
 from mrl.matryoshka import GlobalBatch, matryoshka_loss
 
 PRECISIONS = ("int8", "binary")
+QAT_CALIBRATION = "qat_calibration.json"  # in a QAT run's folder and its export
 ESTIMATORS = ("ste", "tanh")
 
 
@@ -62,6 +63,20 @@ class RunningCalibration(nn.Module):
     def as_dict(self) -> dict[str, list[float]]:
         """The calibration as plain lists (the export's qat_calibration.json)."""
         return {k: getattr(self, k).tolist() for k in ("low", "high", "threshold")}
+
+
+def saved_calibration(model: str) -> dict[str, list[float]] | None:
+    """The calibration a QAT model was trained with (`low`, `high`, `threshold` per dim), from
+    its folder or, for a run folder, its export; None for any other model (or a Hub id)."""
+    import json
+    from pathlib import Path
+
+    from mrl.run_folder import EXPORT_DIR
+
+    for folder in (Path(model), Path(model) / EXPORT_DIR):
+        if (folder / QAT_CALIBRATION).is_file():
+            return json.loads((folder / QAT_CALIBRATION).read_text())
+    return None
 
 
 def fake_int8(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:

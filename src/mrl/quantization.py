@@ -85,12 +85,10 @@ class Calibration:
 
 def qat_calibration(model: str) -> Calibration | None:
     """A QAT-trained model's own calibration (run folder or export), else None."""
-    import json
+    from mrl.qat import saved_calibration
 
-    for folder in (Path(model), Path(model) / "sentence-transformers"):
-        if (folder / "qat_calibration.json").is_file():
-            return Calibration.from_qat(json.loads((folder / "qat_calibration.json").read_text()))
-    return None
+    saved = saved_calibration(model)
+    return None if saved is None else Calibration.from_qat(saved)
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -9,8 +9,7 @@ import json
 
 from mrl.depth import encode_seconds_by_depth
 from mrl.grid import GRID_PNG, flat_grid, grid_png
-
-QAT_CALIBRATION = "qat_calibration.json"
+from mrl.qat import QAT_CALIBRATION
 
 
 def run_extras(module, datamodule, title: str) -> tuple[dict, dict[str, bytes | str]]:

@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 ROOT = Path(__file__).resolve().parents[1]
+TINY = "mrl/tiny-random-bert"
 CONF = ROOT / "conf"
 SHARED = ROOT.parent / "shared"
 
@@ -71,6 +72,19 @@ def data_dir(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("MRL_DATA_DIR", str(root))
     monkeypatch.delenv("MRL_MODEL_DIR", raising=False)
     return root
+
+
+@pytest.fixture
+def tiny_model(tmp_path) -> Path:
+    """A width-32 sentence-transformers folder of the tiny random BERT (no network)."""
+    import torch
+
+    from mrl.encoder import Encoder, load_tokenizer
+    from mrl.export import export_encoder
+
+    torch.manual_seed(0)
+    encoder = Encoder(TINY).eval()
+    return export_encoder(encoder, load_tokenizer(TINY), tmp_path / "model", 32, TINY)
 
 
 @pytest.fixture

@@ -10,22 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from mrl.demo import Searcher, main
-from mrl.encoder import Encoder, load_tokenizer
-from mrl.export import export_encoder
 
 CHROMIUM = Path("/usr/bin/chromium")
-
-
-@pytest.fixture
-def tiny_model(tmp_path) -> Path:
-    """A width-32 sentence-transformers folder of the tiny random BERT (no network)."""
-    torch.manual_seed(0)
-    encoder = Encoder("mrl/tiny-random-bert").eval()
-    tokenizer = load_tokenizer("mrl/tiny-random-bert")
-    return export_encoder(encoder, tokenizer, tmp_path / "model", 32, "mrl/tiny-random-bert")
 
 
 def test_full_width_is_exact_and_bytes_follow_the_dim():

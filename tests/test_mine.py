@@ -5,11 +5,8 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
-from mrl.encoder import Encoder, load_tokenizer
 from mrl.errors import ConfigError
-from mrl.export import export_encoder
 from mrl.mine import MiningRule, main, select_negatives
 from tests.conftest import write_jsonl
 
@@ -59,14 +56,6 @@ def test_negatives_follow_the_rank_range_and_margin_and_are_never_positives(rule
 def test_bad_rules_are_one_line(rule, pool, message):
     with pytest.raises(ConfigError, match=message):
         rule.check(pool)
-
-
-@pytest.fixture
-def tiny_model(tmp_path):
-    torch.manual_seed(0)
-    encoder = Encoder("mrl/tiny-random-bert").eval()
-    tokenizer = load_tokenizer("mrl/tiny-random-bert")
-    return export_encoder(encoder, tokenizer, tmp_path / "model", 32, "mrl/tiny-random-bert")
 
 
 def _pairs(path, n=40):

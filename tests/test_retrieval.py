@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from mrl.retrieval import (
     default_corpus,
@@ -134,17 +133,6 @@ def test_default_corpus_reads_through_the_validated_loader(data_dir):
         f.write('{"anchor": "a", "positive": 5, "negative": "c"}\n')
     with pytest.raises(ValueError, match=r"triplets-dev.jsonl line 9: field positive is 5"):
         default_corpus()
-
-
-@pytest.fixture
-def tiny_model(tmp_path):
-    from mrl.encoder import Encoder, load_tokenizer
-    from mrl.export import export_encoder
-
-    torch.manual_seed(0)
-    encoder = Encoder("mrl/tiny-random-bert").eval()
-    tokenizer = load_tokenizer("mrl/tiny-random-bert")
-    return export_encoder(encoder, tokenizer, tmp_path / "model", 32, "mrl/tiny-random-bert")
 
 
 def test_cli_on_three_documents_is_exact_quiet_and_refuses_bad_models(tiny_model, tmp_path):

@@ -6,11 +6,13 @@
 #   QAT: Spearman against bytes for MRL, MRL+QAT(binary), MRL+QAT(int8+binary) and the baseline
 #       (mrl.quantization; a QAT model quantizes with its own calibration), and binary shortlist +
 #       float rerank recall (mrl.retrieval --binary) -> experiments/results/qat_cpu/
-# Time: ~1-2 min per model and step, one CPU thread. Usage: bash experiments/axes_eval_cpu.sh [N]
+# Time: ~1-2 min per model and step, one CPU thread.
+# Usage: bash experiments/axes_eval_cpu.sh [N] [2d|qat|all (default)]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MRL_DATA_DIR=${MRL_DATA_DIR:-../shared/data} MRL_MODEL_DIR=${MRL_MODEL_DIR:-../shared/models}
-n=${1:-4000}
+n=${1:-4000} part=${2:-all}
+tag=$([[ $n == 4000 ]] || echo "_n$n")   # the 4,000-row study keeps its folder; other sizes get their own
 run_of() {  # exp seed [overrides after eval.score_untrained, default: the plain recipe]
     local name
     name=$(ls "outputs/runs/$1/seed$2" 2>/dev/null | grep -E "^data.batch_size=32,data.max_seq_length=64,data.max_train_samples=$n,eval.score_untrained=(true|false),${3:-model=minilm_l6,optim.lr=2e-5}\$" | head -1)
@@ -27,7 +29,8 @@ grid_of() {  # model out: eval.py's grid of any model
     [[ -f $2/results.json ]] || python eval.py model="'$1'" benchmarks=stsb max_seq_length=64 grid=true \
         hydra.run.dir="$2"
 }
-twod=experiments/results/matryoshka_2d_cpu
+twod=experiments/results/matryoshka_2d_cpu$tag
+if [[ $part != qat ]]; then
 for seed in 42 43; do
     two=$(run_of allnli_mrl $seed "matryoshka.layer_weighting=by_depth,matryoshka.layers=all,model=minilm_l6,optim.lr=2e-5")
     mrl=$(run_of allnli_mrl $seed)
@@ -44,8 +47,10 @@ grid_of sentence-transformers/all-MiniLM-L6-v2 outputs/grids/untrained
 copy $twod untrained 0 outputs/grids/untrained
 python experiments/strip_gold.py $twod   # no copy of the benchmark scores in the commit
 python -m mrl.report $twod --group-by folder --reference mrl
+fi
+[[ $part == 2d ]] && { echo "2D evaluation done"; exit 0; }
 
-qat=experiments/results/qat_cpu
+qat=experiments/results/qat_cpu$tag
 mkdir -p $qat
 models=() names=()
 for seed in 42 43; do

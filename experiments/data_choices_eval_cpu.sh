@@ -8,15 +8,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export MRL_DATA_DIR=${MRL_DATA_DIR:-../shared/data} MRL_MODEL_DIR=${MRL_MODEL_DIR:-../shared/models}
 n=${1:-4000}
-study=experiments/results/data_choices_cpu
+tag=$([[ $n == 4000 ]] || echo "_n$n")   # the 4,000-row study keeps its folder; other sizes get their own
+study=experiments/results/data_choices_cpu$tag
 pick() {  # seed kind: the finished run folder of the triplets / mined_k1 / mined_k3 run
     local seed=$1 root="outputs/runs/allnli_mrl/seed$1" head="data.batch_size=32,data.max_seq_length=64,data.max_train_samples=$n"
     case $2 in
         triplets) ls "$root" | grep -E "^$head,eval.score_untrained=(true|false),model=minilm_l6,optim.lr=2e-5\$" \
                       | sed "s|^|$root/|" | head -1 ;;
-        mined_k1) find "$root" -path "*columns=\[anchor,positive,negative_1\],data.train.local_file=mined/*" \
+        mined_k1) find "$root" -path "$root/$head,data.train.columns=\[anchor,positive,negative_1\],data.train.local_file=mined/*" \
                       -name results.json -printf '%h\n' | head -1 ;;
-        mined_k3) find "$root" -path "*negative_3\],data.train.local_file=mined/*" -name results.json \
+        mined_k3) find "$root" -path "$root/$head,*negative_3\],data.train.local_file=mined/*" -name results.json \
                       -printf '%h\n' | head -1 ;;
     esac
 }
@@ -43,7 +44,7 @@ python -m mrl.report "$study" --group-by folder --reference triplets
     for group in untrained triplets mined_k1 mined_k3 mixture; do
         model=${s42[$group]:-}
         [[ -n $model ]] || continue
-        dir=outputs/evals_data_choices/$group
+        dir=outputs/evals_data_choices$tag/$group
         [[ -f $dir/results.json ]] || python eval.py model="'$model'" benchmarks=scifact \
             max_seq_length=64 hydra.run.dir="$dir" > /dev/null
         echo; echo "## $group"; echo; cat "$dir/benchmarks.md"

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The full-size runs of the studies of issues 13, 15, 16 and 17 (the whole shared triplet file,
+# N=28142 rows, 880 steps of 32), in the order that completes one study after another, in two
+# lanes of one CPU thread each (two one-thread jobs get more steps per second out of the 2-core
+# machine than one two-thread job). Each run is exactly the command of its study script
+# (comparators_cpu.sh, axes_cpu.sh), so the study scripts and their evaluation scripts find it,
+# and a finished run is skipped, a killed one resumes from its last checkpoint.
+#   lane 1: MRL 42, 2D 42, 2D 43, [waits for lane 2's MRL 43] 2D evaluation, QAT 42 (binary,
+#           int8+binary), [waits for lane 2] QAT evaluation, then the comparators' fixed-dim runs
+#   lane 2: baseline 42, MRL 43, baseline 43, QAT 43 (binary, int8+binary), the peer, seed 44
+# Usage: bash experiments/full_size_cpu.sh 1 & bash experiments/full_size_cpu.sh 2 &
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export MRL_DATA_DIR=${MRL_DATA_DIR:-../shared/data} MRL_MODEL_DIR=${MRL_MODEL_DIR:-../shared/models}
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+lane=${1:?usage: full_size_cpu.sh LANE (1 or 2)}
+n=28142
+common=(model=minilm_l6 trainer=cpu logger=csv callbacks.progress_bar=none
+        data.batch_size=32 data.max_seq_length=64 data.max_train_samples=$n optim.lr=2e-5)
+train() {  # exp seed score_untrained [overrides...]: one run, skipped when finished
+    local exp=$1 seed=$2 untrained=$3; shift 3
+    local start; start=$(date +%s)
+    python train.py +exp="$exp" seed="$seed" "${common[@]}" eval.score_untrained="$untrained" "$@"
+    echo "lane $lane: $exp seed=$seed $*: $(( $(date +%s) - start )) s"
+}
+finished() {  # exp seed overrides-after-score_untrained: is that run's results.json there?
+    local flag
+    for flag in true false; do
+        [[ -f outputs/runs/$1/seed$2/${common[2]},${common[3]},${common[4]},eval.score_untrained=$flag,$3/results.json ]] && return 0
+    done
+    return 1
+}
+wait_for() {  # exp seed overrides: poll until the other lane has finished that run
+    until finished "$@"; do sleep 30; done
+}
+plain=model=minilm_l6,optim.lr=2e-5
+twod=(matryoshka.layers=all matryoshka.layer_weighting=by_depth)
+peer() {  # loss seed: sentence-transformers' trainer on the same setup
+    local out=outputs/st_peer/n$n/$1-s$2
+    [[ -f $out/peer.json ]] || python benchmarks/train_st_peer.py --loss "$1" --seed "$2" \
+        --triplets "$n" --out "$out"
+}
+if [[ $lane == 1 ]]; then
+    train allnli_mrl 42 true
+    train allnli_mrl 42 false "${twod[@]}"
+    train allnli_mrl 43 false "${twod[@]}"
+    wait_for allnli_mrl 43 $plain
+    bash experiments/axes_eval_cpu.sh $n 2d
+    train allnli_mrl 42 false qat=binary
+    train allnli_mrl 42 false qat=int8_binary
+    wait_for allnli_mrl 43 $plain,qat=int8_binary
+    wait_for allnli_baseline 43 $plain
+    bash experiments/axes_eval_cpu.sh $n qat
+    train allnli_fixed_dim 42 false matryoshka.fixed_dim=64
+    train allnli_fixed_dim 42 false matryoshka.fixed_dim=32
+    train allnli_fixed_dim 42 false matryoshka.fixed_dim=128
+    train allnli_fixed_dim 43 false matryoshka.fixed_dim=64
+    train allnli_fixed_dim 43 false matryoshka.fixed_dim=32
+else
+    train allnli_baseline 42 false
+    train allnli_mrl 43 false
+    train allnli_baseline 43 false
+    train allnli_mrl 43 false qat=binary
+    train allnli_mrl 43 false qat=int8_binary
+    peer matryoshka 42
+    peer mnrl 42
+    train allnli_mrl 44 false
+    train allnli_baseline 44 false
+    train allnli_fixed_dim 44 false matryoshka.fixed_dim=64
+    train allnli_fixed_dim 44 false matryoshka.fixed_dim=32
+fi
+echo "lane $lane done"

@@ -26,7 +26,7 @@ train() {  # exp seed score_untrained [overrides...]: one run, skipped when fini
 finished() {  # exp seed overrides-after-score_untrained: is that run's results.json there?
     local flag
     for flag in true false; do
-        [[ -f outputs/runs/$1/seed$2/${common[2]},${common[3]},${common[4]},eval.score_untrained=$flag,$3/results.json ]] && return 0
+        [[ -f outputs/runs/$1/seed$2/data.batch_size=32,data.max_seq_length=64,data.max_train_samples=$n,eval.score_untrained=$flag,$3/results.json ]] && return 0
     done
     return 1
 }

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mrl.report import area_under_curve, build_report, collect, main, runs_from_wandb
+from mrl.report_runs import Run
 from mrl.results import RunResults
 from tests.conftest import ROOT
 
@@ -584,3 +585,9 @@ def test_committed_copies_hold_no_gold_scores_and_read_them_from_the_data(tmp_pa
                  for i in range(N_PAIRS)])  # fmt: skip
     with pytest.raises(ConfigError, match="differ from the ones the pairs were scored on"):
         load_pairs(runs[0] / "test_pairs.npz")
+
+
+def test_a_copied_eval_result_takes_its_seed_from_the_seed_folder(tmp_path):
+    copied = Run(path=tmp_path / "study" / "baseline+pca" / "seed43", status="finished")
+    assert copied.seed == 43
+    assert Run(path=tmp_path / "study" / "untrained", status="finished").seed == "?"

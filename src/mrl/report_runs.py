@@ -49,7 +49,11 @@ class Run:
     def seed(self):
         if self.results is not None and self.results.seed is not None:
             return self.results.seed
-        return (self.overrides or {}).get("seed", "?")
+        if self.overrides and "seed" in self.overrides:
+            return self.overrides["seed"]
+        # a study's STUDY/<group>/seed<N>/ copy of an eval.py result: the folder names the seed
+        folders = [p for p in self.path.parts if p.startswith("seed") and p[4:].isdigit()]
+        return int(folders[-1][4:]) if folders else "?"
 
     @property
     def status_word(self) -> str:

@@ -5,10 +5,13 @@
 
 `--loss matryoshka` is `MatryoshkaLoss(MultipleNegativesRankingLoss)` at MiniLM's schedule
 (384/256/128/64/32, weight 1 each, like `+exp=allnli_mrl`); `--loss mnrl` is the plain loss
-(like `+exp=allnli_baseline`). Same backbone (all-MiniLM-L6-v2), the first `--triplets` rows
-of the shared NLI triplets in file order (our `data.max_train_samples`), batch, sequence
-length, 1 epoch, lr, 10 % linear warm-up, weight decay 0.01, no-duplicate batches, fp32 on the
-CPU. The saved folder is a plain sentence-transformers model: score it with
+(like `+exp=allnli_baseline`); `--loss matryoshka2d` is `Matryoshka2dLoss(MNRL)` with its
+defaults (per step the last layer and one random shallower layer, one random dim, KL alignment
+to the last layer) at the same dims, the peer of our 2D runs. Same backbone
+(all-MiniLM-L6-v2), the first `--triplets` rows of the shared NLI triplets in file order (our
+`data.max_train_samples`), batch, sequence length, 1 epoch, lr, 10 % linear warm-up, weight
+decay 0.01, no-duplicate batches, fp32 on the CPU. The saved folder is a plain
+sentence-transformers model: score it with
 `python eval.py model=FOLDER` like any other. Writes `peer.json` (the settings and the time)
 into it; a folder that already holds a model is refused (nothing is overwritten).
 """
@@ -52,7 +55,12 @@ def train(loss_name: str, triplets: int, batch: int, seq_len: int, lr: float, se
     model = SentenceTransformer(resolve_backbone(backbone), device="cpu")
     model.max_seq_length = seq_len
     base = losses.MultipleNegativesRankingLoss(model, scale=20.0)
-    loss = losses.MatryoshkaLoss(model, base, DIMS) if loss_name == "matryoshka" else base
+    if loss_name == "matryoshka":
+        loss = losses.MatryoshkaLoss(model, base, DIMS)
+    elif loss_name == "matryoshka2d":
+        loss = losses.Matryoshka2dLoss(model, base, DIMS)
+    else:
+        loss = base
     args = SentenceTransformerTrainingArguments(
         output_dir=str(out / "trainer"),
         num_train_epochs=1,
@@ -73,7 +81,7 @@ def train(loss_name: str, triplets: int, batch: int, seq_len: int, lr: float, se
     seconds = time.perf_counter() - start
     model.save(str(out))
     settings = {
-        "loss": loss_name, "dims": DIMS if loss_name == "matryoshka" else [384],
+        "loss": loss_name, "dims": [384] if loss_name == "mnrl" else DIMS,
         "backbone": backbone, "triplets": len(train_set), "batch": batch,
         "max_seq_length": seq_len, "lr": lr, "seed": seed, "train_seconds": round(seconds, 1),
     }  # fmt: skip
@@ -83,7 +91,7 @@ def train(loss_name: str, triplets: int, batch: int, seq_len: int, lr: float, se
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--loss", choices=["matryoshka", "mnrl"], required=True)
+    parser.add_argument("--loss", choices=["matryoshka", "matryoshka2d", "mnrl"], required=True)
     parser.add_argument("--triplets", type=int, default=4000)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=64)

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Issues 15 and 17, evaluation and reports, after experiments/axes_cpu.sh and comparators_cpu.sh.
 #   2D: the layers x dims grid (STS-B test) of the 2D runs (their own), of MRL and the baseline
-#       (eval.py grid=true on their exports) and of the untrained backbone, one report with the
-#       difference heatmaps against MRL -> experiments/results/matryoshka_2d_cpu/
+#       (eval.py grid=true on their exports), of sentence-transformers' Matryoshka2dLoss peer
+#       (benchmarks/train_st_peer.py, where trained) and of the untrained backbone, one report
+#       with the difference heatmaps against MRL -> experiments/results/matryoshka_2d_cpu/
 #   QAT: Spearman against bytes for MRL, MRL+QAT(binary), MRL+QAT(int8+binary) and the baseline
 #       (mrl.quantization; a QAT model quantizes with its own calibration), and binary shortlist +
 #       float rerank recall (mrl.retrieval --binary) -> experiments/results/qat_cpu/
 # Time: ~1-2 min per model and step, one CPU thread.
-# Usage: bash experiments/axes_eval_cpu.sh [N] [2d|qat|all (default)]
+# Usage: bash experiments/axes_eval_cpu.sh [N] [PART]: PART is 2d, qat (= bytes and retrieval),
+# bytes, retrieval or all (the default). A retrieval table already written is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MRL_DATA_DIR=${MRL_DATA_DIR:-../shared/data} MRL_MODEL_DIR=${MRL_MODEL_DIR:-../shared/models}
@@ -30,7 +32,7 @@ grid_of() {  # model out: eval.py's grid of any model
         hydra.run.dir="$2"
 }
 twod=experiments/results/matryoshka_2d_cpu$tag
-if [[ $part != qat ]]; then
+if [[ $part == 2d || $part == all ]]; then
 for seed in 42 43; do
     two=$(run_of allnli_mrl $seed "matryoshka.layer_weighting=by_depth,matryoshka.layers=all,model=minilm_l6,optim.lr=2e-5")
     mrl=$(run_of allnli_mrl $seed)
@@ -45,6 +47,11 @@ for seed in 42 43; do
 done
 grid_of sentence-transformers/all-MiniLM-L6-v2 outputs/grids/untrained
 copy $twod untrained 0 outputs/grids/untrained
+peer=outputs/st_peer/n$n/matryoshka2d-s42   # sentence-transformers' Matryoshka2dLoss (its defaults)
+if [[ -f $peer/peer.json ]]; then
+    grid_of "$peer" "outputs/grids/n$n/st_matryoshka2d/seed42"
+    copy $twod st_matryoshka2d 42 "outputs/grids/n$n/st_matryoshka2d/seed42"
+fi
 python experiments/strip_gold.py $twod   # no copy of the benchmark scores in the commit
 python -m mrl.report $twod --group-by folder --reference mrl
 fi
@@ -62,9 +69,10 @@ for seed in 42 43; do
     base=$(run_of allnli_baseline $seed)
     [[ -n $base ]] && models+=("$base") names+=("baseline-s$seed")
 done
-python -m mrl.quantization "${models[@]}" --name "${names[@]}" --out $qat
+[[ $part == retrieval ]] || python -m mrl.quantization "${models[@]}" --name "${names[@]}" --out $qat
 for i in "${!models[@]}"; do
-    [[ ${names[$i]} == *-s42 ]] || continue
+    [[ $part != bytes && ${names[$i]} == *-s42 ]] || continue
+    [[ -f $qat/retrieval_${names[$i]%-s42}.md ]] && continue
     python -m mrl.retrieval "${models[$i]}" --binary 64 128 256 --d-small 64 --k 100 \
         --out "$qat/retrieval_${names[$i]%-s42}.md"
 done

@@ -5,9 +5,11 @@
 # machine than one two-thread job). Each run is exactly the command of its study script
 # (comparators_cpu.sh, axes_cpu.sh), so the study scripts and their evaluation scripts find it,
 # and a finished run is skipped, a killed one resumes from its last checkpoint.
-#   lane 1: MRL 42, 2D 42, 2D 43, [waits for lane 2's MRL 43] 2D evaluation, QAT 42 (binary,
-#           int8+binary), [waits for lane 2] QAT evaluation, then the comparators' fixed-dim runs
-#   lane 2: baseline 42, MRL 43, baseline 43, QAT 43 (binary, int8+binary), the peer, seed 44
+#   lane 1: MRL 42, 2D 42, 2D 43, sentence-transformers' Matryoshka2dLoss peer, QAT 42 (binary,
+#           int8+binary), QAT retrieval evaluation, then the comparators' fixed-dim runs
+#   lane 2: baseline 42, MRL 43, baseline 43, [waits for the 2D peer] 2D evaluation, QAT 43,
+#           [waits for lane 1's QAT 42] QAT bytes evaluation, the comparators' peers, seed 44
+# A lane started while a run of its list is still training elsewhere waits for it.
 # Usage: bash experiments/full_size_cpu.sh 1 & bash experiments/full_size_cpu.sh 2 &
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +22,8 @@ common=(model=minilm_l6 trainer=cpu logger=csv callbacks.progress_bar=none
 train() {  # exp seed score_untrained [overrides...]: one run, skipped when finished
     local exp=$1 seed=$2 untrained=$3; shift 3
     local start; start=$(date +%s)
+    local want="train.py +exp=$exp seed=$seed ${common[*]} eval.score_untrained=$untrained${*:+ $*}"
+    while busy "$want"; do sleep 30; done   # the same run training in another process
     python train.py +exp="$exp" seed="$seed" "${common[@]}" eval.score_untrained="$untrained" "$@"
     echo "lane $lane: $exp seed=$seed $*: $(( $(date +%s) - start )) s"
 }
@@ -28,6 +32,11 @@ finished() {  # exp seed overrides-after-score_untrained: is that run's results.
     for flag in true false; do
         [[ -f outputs/runs/$1/seed$2/data.batch_size=32,data.max_seq_length=64,data.max_train_samples=$n,eval.score_untrained=$flag,$3/results.json ]] && return 0
     done
+    return 1
+}
+busy() {  # command: is a process with that command line (after the interpreter) running?
+    local line
+    while read -r line; do [[ $line == *"$1" ]] && return 0; done < <(ps -eo args=)
     return 1
 }
 wait_for() {  # exp seed overrides: poll until the other lane has finished that run
@@ -44,13 +53,10 @@ if [[ $lane == 1 ]]; then
     train allnli_mrl 42 true
     train allnli_mrl 42 false "${twod[@]}"
     train allnli_mrl 43 false "${twod[@]}"
-    wait_for allnli_mrl 43 $plain
-    bash experiments/axes_eval_cpu.sh $n 2d
+    peer matryoshka2d 42
     train allnli_mrl 42 false qat=binary
     train allnli_mrl 42 false qat=int8_binary
-    wait_for allnli_mrl 43 $plain,qat=int8_binary
-    wait_for allnli_baseline 43 $plain
-    bash experiments/axes_eval_cpu.sh $n qat
+    bash experiments/axes_eval_cpu.sh $n retrieval
     train allnli_fixed_dim 42 false matryoshka.fixed_dim=64
     train allnli_fixed_dim 42 false matryoshka.fixed_dim=32
     train allnli_fixed_dim 42 false matryoshka.fixed_dim=128
@@ -60,8 +66,12 @@ else
     train allnli_baseline 42 false
     train allnli_mrl 43 false
     train allnli_baseline 43 false
+    until [[ -f outputs/st_peer/n$n/matryoshka2d-s42/peer.json ]]; do sleep 30; done
+    bash experiments/axes_eval_cpu.sh $n 2d
     train allnli_mrl 43 false qat=binary
     train allnli_mrl 43 false qat=int8_binary
+    wait_for allnli_mrl 42 $plain,qat=int8_binary
+    bash experiments/axes_eval_cpu.sh $n bytes
     peer matryoshka 42
     peer mnrl 42
     train allnli_mrl 44 false

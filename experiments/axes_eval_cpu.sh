@@ -69,7 +69,10 @@ for seed in 42 43; do
     base=$(run_of allnli_baseline $seed)
     [[ -n $base ]] && models+=("$base") names+=("baseline-s$seed")
 done
-[[ $part == retrieval ]] || python -m mrl.quantization "${models[@]}" --name "${names[@]}" --out $qat
+if [[ $part != retrieval ]]; then
+    python -m mrl.quantization "${models[@]}" --name "${names[@]}" --out $qat
+    python experiments/bytes_envelope.py $qat/quantization.csv --out $qat   # best score per byte budget
+fi
 for i in "${!models[@]}"; do
     [[ $part != bytes && ${names[$i]} == *-s42 ]] || continue
     [[ -f $qat/retrieval_${names[$i]%-s42}.md ]] && continue

@@ -72,6 +72,8 @@ done
 if [[ $part != retrieval ]]; then
     python -m mrl.quantization "${models[@]}" --name "${names[@]}" --out $qat
     python experiments/bytes_envelope.py $qat/quantization.csv --out $qat   # best score per byte budget
+    python experiments/bytes_intervals.py $qat --kinds binary int8 float32 \
+        --compare qat_binary:mrl qat_int8_binary:mrl qat_binary:baseline mrl:baseline
 fi
 for i in "${!models[@]}"; do
     [[ $part != bytes && ${names[$i]} == *-s42 ]] || continue

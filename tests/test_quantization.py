@@ -81,6 +81,19 @@ def test_main_uses_the_models_eval_dims_and_the_validated_loader(data_dir, tmp_p
     assert ours_f32.count(" - ") == 2  # 16 and 8 are not the run's dims
     rows = (out / "quantization.csv").read_text().splitlines()
     assert len(rows) == 1 + 4 * (3 + 4) and (out / "quantization.png").is_file()
+    # per-pair similarities for intervals: no copy of the gold scores, and they give the table
+    from scipy.stats import spearmanr
+
+    from mrl.pairs import load_pairs
+
+    table = {(r[0], r[1], int(r[2])): float(r[4]) for r in (x.split(",") for x in rows[1:])}
+    for name, kind in [("ours", "binary"), ("foreign", "int8"), ("ours", "float32")]:
+        path = out / "pairs" / name / f"{kind}.npz"
+        assert "gold" not in np.load(path).files
+        stored = load_pairs(path)  # the scores read back from the data and checked
+        for dim, sims in stored.sims.items():
+            rho = spearmanr(sims, stored.gold).statistic
+            assert rho == pytest.approx(table[(name, kind, dim)], abs=1e-5)
     capsys.readouterr()
     refused = [
         (["--dims", "64"], "--dims holds 64, larger than"),
@@ -98,3 +111,32 @@ def test_main_uses_the_models_eval_dims_and_the_validated_loader(data_dir, tmp_p
     with pytest.raises(SystemExit):
         main([str(ours), "--out", str(out)])
     assert 'test.jsonl line 1: field score is "x", not a number' in capsys.readouterr().err
+
+
+def test_bytes_intervals_finds_a_real_difference_and_not_a_null_one(tmp_path):
+    """experiments/bytes_intervals.py on synthetic pairs: a model whose similarities track the
+    gold scores more closely is ahead (significant); two draws of one model are not."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mrl.pairs import write_pairs
+
+    rng = np.random.default_rng(0)
+    gold = rng.uniform(0, 1, 400)
+    noise = {"close": 0.1, "far": 0.4, "close_again": 0.1}
+    for model, scale in noise.items():
+        for seed in (1, 2):
+            folder = tmp_path / "pairs" / f"{model}-s{seed}"
+            folder.mkdir(parents=True)
+            sims = {d: gold + rng.normal(0, scale * 32 / d, gold.size) for d in (32, 16)}
+            write_pairs(folder / "binary.npz", gold, sims)
+    script = Path(__file__).resolve().parents[1] / "experiments" / "bytes_intervals.py"
+    subprocess.run([sys.executable, str(script), str(tmp_path), "--kinds", "binary", "--compare",
+                    "close:far", "close:close_again", "--n-boot", "300"], check=True,
+                   capture_output=True)  # fmt: skip
+    table = (tmp_path / "bytes_intervals.md").read_text()
+    real = next(line for line in table.splitlines() if line.startswith("| close - far"))
+    null = next(line for line in table.splitlines() if line.startswith("| close - close_again"))
+    assert "(2 vs 2 seeds)" in real and "32 dims (4 B)" in table
+    assert real.count("significant") == 2 and "significant" not in null

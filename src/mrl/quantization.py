@@ -14,7 +14,10 @@ Every prefix is truncated first and quantized second, so one calibration serves 
 float32 rows are `mrl.metrics.spearman_by_dim`, the Spearman of training and eval.py.
 Data is read through `mrl.sources` ($MRL_DATA_DIR, else the Hub). The dims are `--dims`, else
 each model's eval dims (a run's own, else the pow2 dims of its width).
-Writes quantization.csv, quantization.md and quantization.png (x: bytes, log2 scale).
+Writes quantization.csv, quantization.md and quantization.png (x: bytes, log2 scale), and
+pairs/<name>/<kind>.npz: each test pair's similarity at every dim as stored (`mrl.pairs`, the
+gold scores replaced by their source and hash), for intervals on a difference
+(experiments/bytes_intervals.py).
 """
 
 from __future__ import annotations
@@ -166,8 +169,15 @@ def plot(curves: dict[str, list[dict]]) -> bytes:
     return png_bytes(fig)
 
 
-def evaluate_models(args, names: list[str]) -> dict[str, list[dict]]:
-    """Every model's rows (see `spearman_by_dim_and_kind`), each model encoded once."""
+def pair_sims_by_kind(left, right, dims: list[int], cal: Calibration) -> dict[str, dict]:
+    """{kind: {dim: each pair's similarity as stored}}, what an interval resamples."""
+    return {kind: {d: pair_similarity(left[:, :d], right[:, :d], kind, cal) for d in dims}
+            for kind in KINDS}  # fmt: skip
+
+
+def evaluate_models(args, names: list[str]) -> tuple[dict[str, list[dict]], dict, np.ndarray]:
+    """Every model's rows (see `spearman_by_dim_and_kind`) and per-pair similarities
+    (`pair_sims_by_kind`), each model encoded once; and the gold scores."""
     from mrl.models import embedding_width, load_model, model_eval_dims
     from mrl.schedule import check_dims
     from mrl.sources import Source, load_source
@@ -178,7 +188,7 @@ def evaluate_models(args, names: list[str]) -> dict[str, list[dict]]:
     anchors = load_source(Source(**CALIBRATION))["anchor"]
     sample = list(anchors[: args.calibration_size])
     gold = np.array(pairs["score"])
-    curves = {}
+    curves, sims = {}, {}
     for model_id, name in zip(args.models, names, strict=True):
         with tempfile.TemporaryDirectory() as workdir:
             model = load_model(model_id, None, False, Path(workdir))
@@ -191,7 +201,20 @@ def evaluate_models(args, names: list[str]) -> dict[str, list[dict]]:
             right = model.encode(list(pairs["sentence2"]), batch_size=128)
             cal = qat_calibration(model_id) or Calibration(model.encode(sample, batch_size=128))
         curves[name] = spearman_by_dim_and_kind(left, right, gold, dims, cal)
-    return curves
+        sims[name] = pair_sims_by_kind(left, right, dims, cal)
+    return curves, sims, gold
+
+
+def write_pair_sims(out: Path, sims: dict, gold: np.ndarray) -> None:
+    """out/pairs/<name>/<kind>.npz per model and storage, without a copy of the gold scores."""
+    from mrl.pairs import strip_gold, write_pairs
+
+    for name, by_kind in sims.items():
+        (out / "pairs" / name).mkdir(parents=True, exist_ok=True)
+        for kind, by_dim in by_kind.items():
+            path = out / "pairs" / name / f"{kind}.npz"
+            write_pairs(path, gold, by_dim)
+            strip_gold(path, STSB_TEST)
 
 
 def markdown(curves: dict[str, list[dict]]) -> str:
@@ -220,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if len(names) != len(args.models):
             raise ConfigError(f"--name gives {len(names)} names for {len(args.models)} models.")
-        curves = evaluate_models(args, names)
+        curves, sims, gold = evaluate_models(args, names)
         from mrl.run_folder import write_atomic
 
         try:
@@ -236,6 +259,7 @@ def main(argv: list[str] | None = None) -> None:
         md = markdown(curves)
         write_atomic(args.out / "quantization.md", md)
         write_atomic(args.out / "quantization.png", plot(curves))
+        write_pair_sims(args.out, sims, gold)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

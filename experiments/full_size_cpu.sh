@@ -7,7 +7,8 @@
 # and a finished run is skipped, a killed one resumes from its last checkpoint.
 #   lane 1: MRL 42, 2D 42, 2D 43, sentence-transformers' Matryoshka2dLoss peer, QAT 42 (binary,
 #           int8+binary), QAT retrieval evaluation, then the comparators' fixed-dim runs
-#   lane 2: baseline 42, MRL 43, baseline 43, [waits for the 2D peer] 2D evaluation, QAT 43,
+#   lane 2: baseline 42, MRL 43, baseline 43, QAT(binary) 43, [waits for the 2D peer] 2D
+#           evaluation, QAT(int8+binary) 43, QAT retrieval of the seed-42 models finished,
 #           [waits for lane 1's QAT 42] QAT bytes evaluation, the comparators' peers, seed 44
 # A lane started while a run of its list is still training elsewhere waits for it.
 # Usage: bash experiments/full_size_cpu.sh 1 & bash experiments/full_size_cpu.sh 2 &
@@ -66,10 +67,11 @@ else
     train allnli_baseline 42 false
     train allnli_mrl 43 false
     train allnli_baseline 43 false
+    train allnli_mrl 43 false qat=binary
     until [[ -f outputs/st_peer/n$n/matryoshka2d-s42/peer.json ]]; do sleep 30; done
     bash experiments/axes_eval_cpu.sh $n 2d
-    train allnli_mrl 43 false qat=binary
     train allnli_mrl 43 false qat=int8_binary
+    bash experiments/axes_eval_cpu.sh $n retrieval   # the seed-42 models finished by now
     wait_for allnli_mrl 42 $plain,qat=int8_binary
     bash experiments/axes_eval_cpu.sh $n bytes
     peer matryoshka 42

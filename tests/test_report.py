@@ -153,7 +153,7 @@ def test_bad_runs_are_named_and_the_report_goes_on(study, capsys):
     markdown, *_ = build_report([study])
     err = capsys.readouterr().err
     assert f"{corrupt}: corrupt" in err and f"{unfinished}: unfinished" in err
-    assert "| mrl/seed4 | mrl | ? | **corrupt**: results.json is not a valid results file |" in (
+    assert "| mrl/seed4 | mrl | 4 | **corrupt**: results.json is not a valid results file |" in (
         markdown
     )
     assert "**unfinished**: no results.json" in markdown

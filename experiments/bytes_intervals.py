@@ -64,7 +64,7 @@ def main() -> None:
         lines += ["", f"### {kind}", "", "| A - B | " + " | ".join(head) + " |",
                   "|" + " --- |" * (len(dims) + 1)]  # fmt: skip
         for pair in a.compare:
-            first, second = pair.split(":")
+            first, _, second = pair.partition(":")
             if first not in models or second not in models:
                 raise SystemExit(f"error: --compare {pair}: models here are {sorted(models)}.")
             common = [d for d in dims if d in models[first] and d in models[second]]

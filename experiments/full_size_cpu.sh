@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The full-size runs of the studies of issues 13, 15, 16 and 17 (the whole shared triplet file,
-# N=28142 rows, 880 steps of 32), in the order that completes one study after another, in two
-# lanes of one CPU thread each (two one-thread jobs get more steps per second out of the 2-core
-# machine than one two-thread job). Each run is exactly the command of its study script
+# N=28142 rows, 879 steps of 32), in the order that completes one study after another, in two
+# lanes of one CPU thread each (each lane ~1.6 s per step, ~25 min per run; together about the
+# throughput of one two-thread job, 0.82 s per step, with fewer waits between lanes). Each run is exactly the command of its study script
 # (comparators_cpu.sh, axes_cpu.sh), so the study scripts and their evaluation scripts find it,
 # and a finished run is skipped, a killed one resumes from its last checkpoint.
 #   lane 1: MRL 42, 2D 42, 2D 43, sentence-transformers' Matryoshka2dLoss peer, QAT 42 (binary,

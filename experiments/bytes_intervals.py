@@ -5,13 +5,15 @@ of `mrl.intervals` (test pairs paired, seeds within each model).
     python experiments/bytes_intervals.py experiments/results/qat_cpu \\
         --compare qat_binary:mrl qat_binary:baseline --kinds binary float32
 
-Reads `python -m mrl.quantization`'s pairs/<model>-s<seed>/<kind>.npz (their gold scores come
-back from $MRL_DATA_DIR, checked by hash); writes bytes_intervals.md into the folder.
+Reads `python -m mrl.quantization`'s pairs/<model>-s<seed>/<kind>.npz of the models its
+quantization.csv lists (their gold scores come back from $MRL_DATA_DIR, checked by hash);
+writes bytes_intervals.md into the folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -27,7 +29,11 @@ def pooled(folder: Path, kind: str) -> tuple[dict[str, dict[int, np.ndarray]], n
     """{model: {dim: (seeds, pairs)}} of one storage kind, and the gold scores."""
     by_model: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
     gold = None
+    listed = folder / "quantization.csv"  # the models of the last mrl.quantization run here
+    names = {row["model"] for row in csv.DictReader(listed.open())} if listed.is_file() else None
     for path in sorted((folder / "pairs").glob(f"*/{kind}.npz")):
+        if names is not None and path.parent.name not in names:
+            continue  # left by an earlier run into the same folder
         pairs = load_pairs(path)
         gold = pairs.gold if gold is None else gold
         model = re.sub(r"-s\d+$", "", path.parent.name)

@@ -37,9 +37,11 @@ class TestPairs:
     sims: dict[int, np.ndarray]
 
 
-def write_pairs(path: str | Path, gold, sims: dict[int, np.ndarray]) -> None:
+def write_pairs(path: str | Path, gold, sims: dict[int, np.ndarray], source=None) -> None:
+    """Write the pairs; with `source` (the Source fields the gold scores came from) the file
+    holds their hash and source instead of the scores, as `strip_gold` leaves it."""
     gold = np.asarray(gold, dtype=np.float32)
-    arrays = {"gold": gold}
+    arrays = {"gold": gold} if source is None else _gold_reference(gold, source)
     for dim, values in sims.items():
         values = np.asarray(values, dtype=np.float32)
         if values.shape != gold.shape:
@@ -54,6 +56,11 @@ def _digest(gold: np.ndarray) -> str:
     return hashlib.sha256(np.asarray(gold, dtype=np.float32).tobytes()).hexdigest()
 
 
+def _gold_reference(gold: np.ndarray, source: dict) -> dict[str, np.ndarray]:
+    return {"gold_sha256": np.array(_digest(gold)),
+            "gold_source": np.array(json.dumps(source, sort_keys=True))}  # fmt: skip
+
+
 def strip_gold(path: str | Path, source: dict) -> None:
     """Rewrite `path` without its gold scores: `source` (the Source fields of the test set
     they came from, e.g. a run's `eval.test`) and their SHA-256 instead."""
@@ -61,8 +68,7 @@ def strip_gold(path: str | Path, source: dict) -> None:
     with np.load(path, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files if k != "gold"}
         if "gold" in data.files:
-            arrays["gold_sha256"] = np.array(_digest(data["gold"]))
-            arrays["gold_source"] = np.array(json.dumps(source, sort_keys=True))
+            arrays.update(_gold_reference(data["gold"], source))
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     write_atomic(path, buffer.getvalue())

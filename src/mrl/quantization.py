@@ -31,7 +31,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from mrl.errors import ConfigError
 from mrl.results import png_bytes
@@ -115,6 +114,40 @@ def pair_similarity(left: np.ndarray, right: np.ndarray, kind: str, cal: Calibra
     raise ConfigError(f"quantization {kind!r} is unknown; use one of {', '.join(KINDS)}.")
 
 
+def pair_sims_by_kind(
+    left: np.ndarray,
+    right: np.ndarray,
+    dims: list[int],
+    cal: Calibration,
+    kinds: tuple[str, ...] = KINDS,
+) -> dict[str, dict[int, np.ndarray]]:
+    """{kind: {dim: each test pair's similarity as stored}}: what the table ranks and what an
+    interval resamples. float32 is `mrl.metrics.pair_similarities`, as in training and eval.py."""
+    import torch
+
+    from mrl.metrics import pair_similarities
+
+    sims = {}
+    for kind in kinds:
+        if kind == "float32":
+            sims[kind] = pair_similarities(torch.as_tensor(left), torch.as_tensor(right), dims)
+        else:
+            sims[kind] = {d: pair_similarity(left[:, :d], right[:, :d], kind, cal) for d in dims}
+    return sims
+
+
+def spearman_rows(sims: dict[str, dict[int, np.ndarray]], gold: np.ndarray) -> list[dict]:
+    """One row per (kind, dim) of `pair_sims_by_kind`: bytes per embedding and STS Spearman."""
+    from mrl.metrics import spearman_of_similarities
+
+    rows = []
+    for kind, by_dim in sims.items():
+        scores = spearman_of_similarities(by_dim, gold)
+        rows += [{"kind": kind, "dim": dim, "bytes": bytes_per_embedding(dim, kind),
+                  "spearman": scores[dim]} for dim in by_dim]  # fmt: skip
+    return rows
+
+
 def spearman_by_dim_and_kind(
     left: np.ndarray,
     right: np.ndarray,
@@ -124,23 +157,7 @@ def spearman_by_dim_and_kind(
     kinds: tuple[str, ...] = KINDS,
 ) -> list[dict]:
     """One row per (kind, dim): bytes per embedding and STS Spearman of the stored prefixes."""
-    import torch
-
-    from mrl.metrics import spearman_by_dim
-
-    rows = []
-    for kind in kinds:
-        if kind == "float32":  # the one Spearman-at-every-dim of training and eval.py
-            scores = spearman_by_dim(torch.as_tensor(left), torch.as_tensor(right), gold, dims)
-        else:
-            scores = {
-                dim: float(spearmanr(pair_similarity(left[:, :dim], right[:, :dim], kind, cal),
-                                     gold).statistic)
-                for dim in dims
-            }  # fmt: skip
-        rows += [{"kind": kind, "dim": dim, "bytes": bytes_per_embedding(dim, kind),
-                  "spearman": scores[dim]} for dim in dims]  # fmt: skip
-    return rows
+    return spearman_rows(pair_sims_by_kind(left, right, dims, cal, kinds), gold)
 
 
 def plot(curves: dict[str, list[dict]]) -> bytes:
@@ -169,12 +186,6 @@ def plot(curves: dict[str, list[dict]]) -> bytes:
     return png_bytes(fig)
 
 
-def pair_sims_by_kind(left, right, dims: list[int], cal: Calibration) -> dict[str, dict]:
-    """{kind: {dim: each pair's similarity as stored}}, what an interval resamples."""
-    return {kind: {d: pair_similarity(left[:, :d], right[:, :d], kind, cal) for d in dims}
-            for kind in KINDS}  # fmt: skip
-
-
 def evaluate_models(args, names: list[str]) -> tuple[dict[str, list[dict]], dict, np.ndarray]:
     """Every model's rows (see `spearman_by_dim_and_kind`) and per-pair similarities
     (`pair_sims_by_kind`), each model encoded once; and the gold scores."""
@@ -200,21 +211,19 @@ def evaluate_models(args, names: list[str]) -> tuple[dict[str, list[dict]], dict
             left = model.encode(list(pairs["sentence1"]), batch_size=128)
             right = model.encode(list(pairs["sentence2"]), batch_size=128)
             cal = qat_calibration(model_id) or Calibration(model.encode(sample, batch_size=128))
-        curves[name] = spearman_by_dim_and_kind(left, right, gold, dims, cal)
-        sims[name] = pair_sims_by_kind(left, right, dims, cal)
+        sims[name] = pair_sims_by_kind(left, right, dims, cal)  # computed once, ranked
+        curves[name] = spearman_rows(sims[name], gold)  # here and kept for intervals
     return curves, sims, gold
 
 
 def write_pair_sims(out: Path, sims: dict, gold: np.ndarray) -> None:
     """out/pairs/<name>/<kind>.npz per model and storage, without a copy of the gold scores."""
-    from mrl.pairs import strip_gold, write_pairs
+    from mrl.pairs import write_pairs
 
     for name, by_kind in sims.items():
         (out / "pairs" / name).mkdir(parents=True, exist_ok=True)
         for kind, by_dim in by_kind.items():
-            path = out / "pairs" / name / f"{kind}.npz"
-            write_pairs(path, gold, by_dim)
-            strip_gold(path, STSB_TEST)
+            write_pairs(out / "pairs" / name / f"{kind}.npz", gold, by_dim, source=STSB_TEST)
 
 
 def markdown(curves: dict[str, list[dict]]) -> str:

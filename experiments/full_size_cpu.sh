@@ -5,11 +5,14 @@
 # throughput of one two-thread job, 0.82 s per step, with fewer waits between lanes). Each run is exactly the command of its study script
 # (comparators_cpu.sh, axes_cpu.sh), so the study scripts and their evaluation scripts find it,
 # and a finished run is skipped, a killed one resumes from its last checkpoint.
-#   lane 1: MRL 42, 2D 42, 2D 43, sentence-transformers' Matryoshka2dLoss peer, QAT 42 (binary,
-#           int8+binary), QAT retrieval evaluation, then the comparators' fixed-dim runs
-#   lane 2: baseline 42, MRL 43, baseline 43, QAT(binary) 43, [waits for the 2D peer] 2D
-#           evaluation, QAT(int8+binary) 43, QAT retrieval of the seed-42 models finished,
-#           [waits for lane 1's QAT 42] QAT bytes evaluation, the comparators' peers, seed 44
+#   lane 1: MRL 42, QAT 42 (binary, int8+binary), baseline 42, [waits for lane 2's seed-43
+#           runs] QAT bytes evaluation, QAT retrieval, then fixed-dim runs (seed 42)
+#   lane 2: MRL 43, QAT 43 (binary, int8+binary), baseline 43, [waits for baseline 42] the
+#           comparators' post-hoc evaluation of the seeds finished, then fixed-dim runs (seed 43)
+# The run folders (outputs/) do not outlive a session's machine, so the lanes finish one study's
+# models and its evaluations together; what the studies' reports read (results.json and
+# test_pairs.npz of each run, gold stripped) is copied into experiments/results/ and committed,
+# and a later session adds the remaining seeds and sizes to the same folders.
 # A lane started while a run of its list is still training elsewhere waits for it.
 # Usage: bash experiments/full_size_cpu.sh 1 & bash experiments/full_size_cpu.sh 2 &
 set -euo pipefail
@@ -52,33 +55,26 @@ peer() {  # loss seed: sentence-transformers' trainer on the same setup
 }
 if [[ $lane == 1 ]]; then
     train allnli_mrl 42 true
-    train allnli_mrl 42 false "${twod[@]}"
-    train allnli_mrl 43 false "${twod[@]}"
-    peer matryoshka2d 42
     train allnli_mrl 42 false qat=binary
     train allnli_mrl 42 false qat=int8_binary
+    train allnli_baseline 42 false
+    wait_for allnli_mrl 43 $plain,qat=int8_binary
+    wait_for allnli_baseline 43 $plain
+    bash experiments/axes_eval_cpu.sh $n bytes
     bash experiments/axes_eval_cpu.sh $n retrieval
     train allnli_fixed_dim 42 false matryoshka.fixed_dim=64
     train allnli_fixed_dim 42 false matryoshka.fixed_dim=32
     train allnli_fixed_dim 42 false matryoshka.fixed_dim=128
+else
+    train allnli_mrl 43 false
+    train allnli_mrl 43 false qat=binary
+    train allnli_mrl 43 false qat=int8_binary
+    train allnli_baseline 43 false
+    wait_for allnli_baseline 42 $plain
+    bash experiments/comparators_posthoc_cpu.sh $n
     train allnli_fixed_dim 43 false matryoshka.fixed_dim=64
     train allnli_fixed_dim 43 false matryoshka.fixed_dim=32
-else
-    train allnli_baseline 42 false
-    train allnli_mrl 43 false
-    train allnli_baseline 43 false
-    train allnli_mrl 43 false qat=binary
-    until [[ -f outputs/st_peer/n$n/matryoshka2d-s42/peer.json ]]; do sleep 30; done
-    bash experiments/axes_eval_cpu.sh $n 2d
-    train allnli_mrl 43 false qat=int8_binary
-    bash experiments/axes_eval_cpu.sh $n retrieval   # the seed-42 models finished by now
-    wait_for allnli_mrl 42 $plain,qat=int8_binary
-    bash experiments/axes_eval_cpu.sh $n bytes
-    peer matryoshka 42
-    peer mnrl 42
     train allnli_mrl 44 false
     train allnli_baseline 44 false
-    train allnli_fixed_dim 44 false matryoshka.fixed_dim=64
-    train allnli_fixed_dim 44 false matryoshka.fixed_dim=32
 fi
 echo "lane $lane done"

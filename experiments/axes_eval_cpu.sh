@@ -6,7 +6,7 @@
 #       with the difference heatmaps against MRL -> experiments/results/matryoshka_2d_cpu/
 #   QAT: Spearman against bytes for MRL, MRL+QAT(binary), MRL+QAT(int8+binary) and the baseline
 #       (mrl.quantization; a QAT model quantizes with its own calibration), and binary shortlist +
-#       float rerank recall (mrl.retrieval --binary) -> experiments/results/qat_cpu/
+#       float rerank recall (mrl.retrieval --binary; NLI dev and BEIR SciFact) -> experiments/results/qat_cpu/
 # Time: ~1-2 min per model and step, one CPU thread.
 # Usage: bash experiments/axes_eval_cpu.sh [N] [PART]: PART is 2d, qat (= bytes and retrieval),
 # bytes, retrieval or all (the default). A retrieval table already written is kept.
@@ -75,10 +75,15 @@ if [[ $part != retrieval ]]; then
     python experiments/bytes_intervals.py $qat --kinds binary int8 float32 \
         --compare qat_binary:mrl qat_int8_binary:mrl qat_binary:baseline mrl:baseline
 fi
+scifact=$MRL_DATA_DIR/beir/scifact   # the second retrieval set: SciFact's 1,109 claims over 5,183 abstracts
 for i in "${!models[@]}"; do
     [[ $part != bytes && ${names[$i]} == *-s42 ]] || continue
-    [[ -f $qat/retrieval_${names[$i]%-s42}.md ]] && continue
-    python -m mrl.retrieval "${models[$i]}" --binary 64 128 256 --d-small 64 --k 100 \
-        --out "$qat/retrieval_${names[$i]%-s42}.md"
+    name=${names[$i]%-s42}
+    [[ -f $qat/retrieval_$name.md ]] || python -m mrl.retrieval "${models[$i]}" --binary 64 128 256 \
+        --d-small 64 --k 100 --out "$qat/retrieval_$name.md"
+    [[ -f $qat/retrieval_scifact_$name.md || ! -f $scifact/corpus.jsonl ]] ||
+        python -m mrl.retrieval "${models[$i]}" --binary 64 128 256 --d-small 64 --k 100 \
+            --queries "$scifact/queries.jsonl" --corpus "$scifact/corpus.jsonl" \
+            --out "$qat/retrieval_scifact_$name.md"
 done
 echo "axes evaluation done"

@@ -7,11 +7,14 @@
 #   sentence-transformers' peer models (seed 42) and the untrained backbone, as they are.
 # Then every results.json + test_pairs.npz is copied into experiments/results/comparators_cpu/
 # <group>/<seed>/ and reported with `python -m mrl.report ... --group-by folder`.
-# Time: ~1-2 min per evaluation on the 2-core CPU. Usage: bash experiments/comparators_posthoc_cpu.sh [N]
+# Time: ~1-2 min per evaluation on the 2-core CPU.
+# Usage: bash experiments/comparators_posthoc_cpu.sh [N] [collect]: `collect` only copies the
+# training runs found into the study folder (gold stripped), so a later session, whose outputs/
+# no longer holds them, adds its runs to the same folder and reports them all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MRL_DATA_DIR=${MRL_DATA_DIR:-../shared/data} MRL_MODEL_DIR=${MRL_MODEL_DIR:-../shared/models}
-n=${1:-4000}
+n=${1:-4000} part=${2:-all}
 tag=$([[ $n == 4000 ]] || echo "_n$n")   # the 4,000-row study keeps its folder; other sizes get their own
 study=experiments/results/comparators_cpu$tag
 work=outputs/comparators_posthoc/n$n
@@ -40,6 +43,7 @@ for seed in 42 43 44; do
         fixed=$(run_of allnli_fixed_dim $seed "matryoshka.fixed_dim=$d,model=minilm_l6,optim.lr=2e-5")
         [[ -n $fixed ]] && collect "fixed_dim=$d" $seed "$fixed"
     done
+    [[ $part == collect ]] && continue
     if [[ -n $base ]]; then
         score baseline+pca $seed "$base" transform=pca
         score baseline+rotation $seed "$base" transform=rotation transform_fit.seed=$seed
@@ -47,6 +51,10 @@ for seed in 42 43 44; do
     fi
     [[ -n $mrl ]] && score mrl+pca $seed "$mrl" transform=pca
 done
+if [[ $part == collect ]]; then
+    python experiments/strip_gold.py $study
+    echo "collected"; exit 0
+fi
 for loss in matryoshka mnrl; do
     peer=outputs/st_peer/n$n/$loss-s42
     [[ -f $peer/peer.json ]] && score "st_$loss" 42 "$peer"

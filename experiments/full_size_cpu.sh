@@ -13,13 +13,16 @@
 # models and its evaluations together; what the studies' reports read (results.json and
 # test_pairs.npz of each run, gold stripped) is copied into experiments/results/ and committed,
 # and a later session adds the remaining seeds and sizes to the same folders.
+#   lane 2d: issue 15's 2D runs (seeds 42, 43) and sentence-transformers' Matryoshka2dLoss peer,
+#           which the 2D study (experiments/results/matryoshka_2d_cpu.md) took from the lanes of
+#           the session before; its MRL and baseline runs are lanes 1 and 2's.
 # A lane started while a run of its list is still training elsewhere waits for it.
 # Usage: bash experiments/full_size_cpu.sh 1 & bash experiments/full_size_cpu.sh 2 &
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MRL_DATA_DIR=${MRL_DATA_DIR:-../shared/data} MRL_MODEL_DIR=${MRL_MODEL_DIR:-../shared/models}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-lane=${1:?usage: full_size_cpu.sh LANE (1 or 2)}
+lane=${1:?usage: full_size_cpu.sh LANE (1, 2 or 2d)}
 n=28142
 common=(model=minilm_l6 trainer=cpu logger=csv callbacks.progress_bar=none
         data.batch_size=32 data.max_seq_length=64 data.max_train_samples=$n optim.lr=2e-5)
@@ -53,7 +56,11 @@ peer() {  # loss seed: sentence-transformers' trainer on the same setup
     [[ -f $out/peer.json ]] || python benchmarks/train_st_peer.py --loss "$1" --seed "$2" \
         --triplets "$n" --out "$out"
 }
-if [[ $lane == 1 ]]; then
+if [[ $lane == 2d ]]; then
+    train allnli_mrl 42 false "${twod[@]}"
+    train allnli_mrl 43 false "${twod[@]}"
+    peer matryoshka2d 42
+elif [[ $lane == 1 ]]; then
     train allnli_mrl 42 true
     train allnli_mrl 42 false qat=binary
     train allnli_mrl 42 false qat=int8_binary

@@ -15,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export MRL_DATA_DIR=${MRL_DATA_DIR:-../shared/data} MRL_MODEL_DIR=${MRL_MODEL_DIR:-../shared/models}
 n=${1:-4000} part=${2:-all}
+[[ $part == all || $part == collect ]] || { echo "error: the second argument is all or collect, not '$part'." >&2; exit 2; }
 tag=$([[ $n == 4000 ]] || echo "_n$n")   # the 4,000-row study keeps its folder; other sizes get their own
 study=experiments/results/comparators_cpu$tag
 work=outputs/comparators_posthoc/n$n

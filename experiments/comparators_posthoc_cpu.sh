@@ -3,11 +3,13 @@
 # every model scored on STS-B test with eval.py, then one report with intervals.
 #   baseline + PCA, baseline + random rotation (the null control), baseline + Matryoshka adaptor
 #   (linear, trained with the Matryoshka loss on frozen embeddings), MRL + PCA: each fitted on
-#   the same first N training triplets the models trained on (never on a test split), per seed;
+#   the first 4,000 training triplets (~6,000 distinct texts; the models of the 4,000-row study
+#   trained on exactly these, the full-size ones on them and 24,142 more; never a test split),
+#   per seed of the models found on this machine;
 #   sentence-transformers' peer models (seed 42) and the untrained backbone, as they are.
 # Then every results.json + test_pairs.npz is copied into experiments/results/comparators_cpu/
 # <group>/<seed>/ and reported with `python -m mrl.report ... --group-by folder`.
-# Time: ~1-2 min per evaluation on the 2-core CPU.
+# Time: ~1-2 min per evaluation on the 2-core CPU (~5 min at one thread beside a training run).
 # Usage: bash experiments/comparators_posthoc_cpu.sh [N] [collect]: `collect` only copies the
 # training runs found into the study folder (gold stripped), so a later session, whose outputs/
 # no longer holds them, adds its runs to the same folder and reports them all.
@@ -29,7 +31,7 @@ score() {  # group seed model [eval.py overrides...]
     local group=$1 seed=$2 model=$3; shift 3
     local dir=$work/$group/seed$seed
     [[ -f $dir/results.json ]] || python eval.py model="'$model'" benchmarks=stsb max_seq_length=64 \
-        transform_fit.max_samples=$n hydra.run.dir="$dir" "$@"
+        transform_fit.max_samples=4000 hydra.run.dir="$dir" "$@"
     collect "$group" "$seed" "$dir"
 }
 collect() {  # group seed folder: copy what the report reads

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The full-size runs of the studies of issues 13, 15, 16 and 17 (the whole shared triplet file,
 # N=28142 rows, 879 steps of 32), in the order that completes one study after another, in two
-# lanes of one CPU thread each (each lane ~1.6 s per step, ~25 min per run; together about the
-# throughput of one two-thread job, 0.82 s per step, with fewer waits between lanes). Each run is exactly the command of its study script
+# lanes of one CPU thread each (each lane 1.6-2.5 s per step, 33-37 min per run, measured with
+# both lanes running; together more throughput than one two-thread job, 0.82 s per step, with
+# fewer waits between lanes). Each run is exactly the command of its study script
 # (comparators_cpu.sh, axes_cpu.sh), so the study scripts and their evaluation scripts find it,
 # and a finished run is skipped, a killed one resumes from its last checkpoint.
-#   lane 1: MRL 42, QAT 42 (binary, int8+binary), baseline 42, [waits for lane 2's seed-43
-#           runs] QAT bytes evaluation, QAT retrieval, then fixed-dim runs (seed 42)
-#   lane 2: MRL 43, QAT 43 (binary, int8+binary), baseline 43, [waits for baseline 42] the
-#           comparators' post-hoc evaluation of the seeds finished, then fixed-dim runs (seed 43)
+#   lane 1: baseline 44, [waits for MRL 44] the comparators' post-hoc evaluation of the
+#           models on this machine, then fixed-dim runs (seed 42: 64, 32, 128)
+#   lane 2: MRL 44, then fixed-dim runs (seed 43: 64, 32; seed 44: 64)
+#   (the sessions before trained MRL, QAT and the baseline at seeds 42 and 43, in these lanes.)
 # The run folders (outputs/) do not outlive a session's machine, so the lanes finish one study's
 # models and its evaluations together; what the studies' reports read (results.json and
 # test_pairs.npz of each run, gold stripped) is copied into experiments/results/ and committed,
@@ -61,27 +62,16 @@ if [[ $lane == 2d ]]; then
     train allnli_mrl 43 false "${twod[@]}"
     peer matryoshka2d 42
 elif [[ $lane == 1 ]]; then
-    train allnli_mrl 42 true
-    train allnli_mrl 42 false qat=binary
-    train allnli_mrl 42 false qat=int8_binary
-    train allnli_baseline 42 false
-    wait_for allnli_mrl 43 $plain,qat=int8_binary
-    wait_for allnli_baseline 43 $plain
-    bash experiments/axes_eval_cpu.sh $n bytes
-    bash experiments/axes_eval_cpu.sh $n retrieval
+    train allnli_baseline 44 false
+    wait_for allnli_mrl 44 $plain
+    bash experiments/comparators_posthoc_cpu.sh $n
     train allnli_fixed_dim 42 false matryoshka.fixed_dim=64
     train allnli_fixed_dim 42 false matryoshka.fixed_dim=32
     train allnli_fixed_dim 42 false matryoshka.fixed_dim=128
 else
-    train allnli_mrl 43 false
-    train allnli_mrl 43 false qat=binary
-    train allnli_mrl 43 false qat=int8_binary
-    train allnli_baseline 43 false
-    wait_for allnli_baseline 42 $plain
-    bash experiments/comparators_posthoc_cpu.sh $n
+    train allnli_mrl 44 false
     train allnli_fixed_dim 43 false matryoshka.fixed_dim=64
     train allnli_fixed_dim 43 false matryoshka.fixed_dim=32
-    train allnli_mrl 44 false
-    train allnli_baseline 44 false
+    train allnli_fixed_dim 44 false matryoshka.fixed_dim=64
 fi
 echo "lane $lane done"

@@ -2,6 +2,8 @@
 # The one prepared GPU run (issue 18): ~8 min on one H100/H200 when the `device` tool lends one.
 #   bash benchmarks/gpu_check.sh OUT_DIR            (on the GPU machine; every number -> OUT_DIR/*.json)
 #   ARCH=tiny STEPS=6 BATCH=8 DEVICE=cpu bash benchmarks/gpu_check.sh /tmp/check   (the CPU rehearsal)
+#   COMPILE_CHUNKS="null": compile only at those chunk sizes (the test suite's rehearsal; a CPU
+#   compile takes ~a minute each); default: all three
 # (a) the card, torch / CUDA versions, bf16 support; (b) gpu_throughput.py for mpnet-base at batch
 # 128, bf16-mixed, model.chunk_size 64 / 128 / null, each without and with --compile, and cached
 # mode at batch 1024; (c) the same seed in bf16-mixed and fp32 (a few hundred steps of the
@@ -13,6 +15,7 @@ cd "$(dirname "$0")/.."
 out=${1:?give the folder for the JSON files}
 mkdir -p "$out"
 arch=${ARCH:-mpnet-base} steps=${STEPS:-120} batch=${BATCH:-128} device=${DEVICE:-gpu}
+compile_chunks=" ${COMPILE_CHUNKS:-64 128 null} "
 warmup=$(( steps / 6 > 0 ? steps / 6 : 1 ))
 precision=${PRECISION:-bf16-mixed}
 [[ $device == cpu ]] && precision=32-true
@@ -35,6 +38,7 @@ bench() {  # name [gpu_throughput.py options...]
 }
 for chunk in 64 128 null; do
     bench "chunk${chunk}" --batch "$batch" --steps "$steps" --warmup "$warmup" --precision "$precision" --chunk-size "$chunk"
+    [[ $compile_chunks == *" $chunk "* ]] || continue
     bench "chunk${chunk}_compile" --batch "$batch" --steps "$steps" --warmup "$warmup" --precision "$precision" --chunk-size "$chunk" --compile
 done
 bench cached1024 --batch $(( batch * 8 )) --steps $(( steps / 4 > 2 ? steps / 4 : 3 )) --warmup 1 \

@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from mrl.errors import ConfigError
 from mrl.pairs import PAIRS, load_pairs, strip_gold
 
 
@@ -35,4 +36,7 @@ def main(folders: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except ConfigError as error:  # e.g. the gold scores to check against need MRL_DATA_DIR
+        sys.exit(f"error: {error}")

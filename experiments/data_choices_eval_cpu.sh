@@ -12,6 +12,7 @@ tag=$([[ $n == 4000 ]] || echo "_n$n")   # the 4,000-row study keeps its folder;
 study=experiments/results/data_choices_cpu$tag
 pick() {  # seed kind: the finished run folder of the triplets / mined_k1 / mined_k3 run
     local seed=$1 root="outputs/runs/allnli_mrl/seed$1" head="data.batch_size=32,data.max_seq_length=64,data.max_train_samples=$n"
+    [[ -d $root ]] || return 0   # no run of that seed on this machine
     case $2 in
         triplets) ls "$root" | grep -E "^$head,eval.score_untrained=(true|false),model=minilm_l6,optim.lr=2e-5\$" \
                       | sed "s|^|$root/|" | head -1 ;;
@@ -41,7 +42,7 @@ for seed in 42 43 44; do
     [[ -f $study/triplets/seed$seed/results.json || ! -f $committed/seed$seed/results.json ]] \
         || copy triplets $seed "$committed/seed$seed"
 done
-mixture=$(ls -d outputs/runs/mixture_mrl/seed42/*max_train_samples=$n,* 2>/dev/null | head -1)
+mixture=$(ls -d outputs/runs/mixture_mrl/seed42/*max_train_samples=$n,* 2>/dev/null | head -1 || true)
 copy mixture 42 "$mixture"
 [[ -n $mixture ]] && model[mixture]=$mixture seed_of[mixture]=42
 model[untrained]=sentence-transformers/all-MiniLM-L6-v2 seed_of[untrained]=-

@@ -135,7 +135,7 @@ def test_default_corpus_reads_through_the_validated_loader(data_dir):
         default_corpus()
 
 
-def test_cli_on_three_documents_is_exact_quiet_and_refuses_bad_models(tiny_model, tmp_path):
+def test_cli_on_three_documents_is_exact_quiet_and_refuses_bad_models(tiny_model, tmp_path, capsys):
     from transformers import BertModel
 
     from mrl.encoder import tiny_config
@@ -163,8 +163,12 @@ def test_cli_on_three_documents_is_exact_quiet_and_refuses_bad_models(tiny_model
         ((str(tiny_model), "--d-small", "64"), "--d-small holds 64, larger"),
         ((str(tiny_model), "--funnel", "8:5,33:2"), "--funnel holds 33"),
     ]
-    for args, message in refused:
-        failed = cli(*args)
-        errors = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
-        assert failed.returncode == 2 and len(errors) == 1 and message in errors[0], failed.stderr
-        assert "Traceback" not in failed.stderr
+    from mrl.retrieval import main
+
+    files = ["--queries", str(queries), "--corpus", str(corpus)]
+    for args, message in refused:  # in-process: main() is what `python -m mrl.retrieval` calls
+        with pytest.raises(SystemExit) as stop:
+            main([*args, *files])
+        stderr = capsys.readouterr().err
+        errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+        assert stop.value.code == 2 and len(errors) == 1 and message in errors[0], stderr

@@ -6,10 +6,15 @@
 # fewer waits between lanes). Each run is exactly the command of its study script
 # (comparators_cpu.sh, axes_cpu.sh), so the study scripts and their evaluation scripts find it,
 # and a finished run is skipped, a killed one resumes from its last checkpoint.
-#   lane 1: baseline 44, [waits for MRL 44] the comparators' post-hoc evaluation of the
-#           models on this machine, then fixed-dim runs (seed 42: 64, 32, 128)
-#   lane 2: MRL 44, then fixed-dim runs (seed 43: 64, 32; seed 44: 64)
-#   (the sessions before trained MRL, QAT and the baseline at seeds 42 and 43, in these lanes.)
+#   lane 1: mining for issue 16, fixed-dim 32 (seed 44), issue 16's seed-42 runs (mined k=1,
+#           k=3) and its mixture run
+#   lane 2: sentence-transformers' peers (MNRL, MatryoshkaLoss; seed 42), issue 16's seed-43 runs
+#           then `bash experiments/comparators_posthoc_cpu.sh 28142` (the peers' scores, the
+#           report); once both lanes are done, `bash experiments/data_choices_eval_cpu.sh 28142`
+#           (issue 16's report and SciFact) and `comparators_posthoc_cpu.sh 28142` again.
+#   A comparators run whose copy is committed in experiments/results/comparators_cpu_n28142/ is
+#   skipped (`study`), so the list names the whole study and each session trains what is left.
+#   (the sessions before trained MRL, QAT, the baseline, the fixed-dim runs and the 2D runs.)
 # The run folders (outputs/) do not outlive a session's machine, so the lanes finish one study's
 # models and its evaluations together; what the studies' reports read (results.json and
 # test_pairs.npz of each run, gold stripped) is copied into experiments/results/ and committed,
@@ -51,9 +56,15 @@ wait_for() {  # exp seed overrides: poll until the other lane has finished that 
     until finished "$@"; do sleep 30; done
 }
 plain=model=minilm_l6,optim.lr=2e-5
+study() {  # group exp seed [overrides...]: a comparators run, skipped when its copy is committed
+    local group=$1; shift
+    [[ -f experiments/results/comparators_cpu_n$n/$group/seed$2/results.json ]] && return 0
+    train "$1" "$2" false "${@:3}"
+}
 twod=(matryoshka.layers=all matryoshka.layer_weighting=by_depth)
-peer() {  # loss seed: sentence-transformers' trainer on the same setup
+peer() {  # loss seed: sentence-transformers' trainer on the same setup (skipped when committed)
     local out=outputs/st_peer/n$n/$1-s$2
+    [[ -f experiments/results/comparators_cpu_n$n/st_$1/seed$2/results.json ]] && return 0
     [[ -f $out/peer.json ]] || python benchmarks/train_st_peer.py --loss "$1" --seed "$2" \
         --triplets "$n" --out "$out"
 }
@@ -62,16 +73,17 @@ if [[ $lane == 2d ]]; then
     train allnli_mrl 43 false "${twod[@]}"
     peer matryoshka2d 42
 elif [[ $lane == 1 ]]; then
-    train allnli_baseline 44 false
-    wait_for allnli_mrl 44 $plain
-    bash experiments/comparators_posthoc_cpu.sh $n
-    train allnli_fixed_dim 42 false matryoshka.fixed_dim=64
-    train allnli_fixed_dim 42 false matryoshka.fixed_dim=32
-    train allnli_fixed_dim 42 false matryoshka.fixed_dim=128
+    bash experiments/data_choices_cpu.sh $n mine
+    for d in 64 32 128; do study fixed_dim=$d allnli_fixed_dim 42 matryoshka.fixed_dim=$d; done
+    for seed in 43 44; do
+        for d in 64 32; do study fixed_dim=$d allnli_fixed_dim $seed matryoshka.fixed_dim=$d; done
+    done
+    bash experiments/data_choices_cpu.sh $n 42
+    bash experiments/data_choices_cpu.sh $n mixture
 else
-    train allnli_mrl 44 false
-    train allnli_fixed_dim 43 false matryoshka.fixed_dim=64
-    train allnli_fixed_dim 43 false matryoshka.fixed_dim=32
-    train allnli_fixed_dim 44 false matryoshka.fixed_dim=64
+    peer mnrl 42
+    peer matryoshka 42
+    bash experiments/data_choices_cpu.sh $n 43
+    bash experiments/comparators_posthoc_cpu.sh $n
 fi
 echo "lane $lane done"

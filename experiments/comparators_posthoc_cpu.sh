@@ -9,7 +9,7 @@
 #   sentence-transformers' peer models (seed 42) and the untrained backbone, as they are.
 # Then every results.json + test_pairs.npz is copied into experiments/results/comparators_cpu/
 # <group>/<seed>/ and reported with `python -m mrl.report ... --group-by folder`.
-# Time: ~1-2 min per evaluation on the 2-core CPU (~5 min at one thread beside a training run).
+# Time: ~1-2 min per evaluation on the 2-core CPU (~2 min a map at one thread beside a training run, 2026-12-02).
 # Usage: bash experiments/comparators_posthoc_cpu.sh [N] [collect]: `collect` only copies the
 # training runs found into the study folder (gold stripped), so a later session, whose outputs/
 # no longer holds them, adds its runs to the same folder and reports them all.

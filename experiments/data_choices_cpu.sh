@@ -9,8 +9,8 @@
 # then STS-B test (each run's own) and BEIR SciFact test (eval.py) of seed 42 and the backbone.
 # Time: mining ~5 min, ~5 min per run (5 runs), ~3 min per SciFact evaluation, one CPU thread.
 # Usage: bash experiments/data_choices_cpu.sh [N] [PART]: PART all (default) | mine | 42 | 43 |
-# mixture, so two lanes can share the runs (a seed or mixture part mines first if it must; a
-# finished run is skipped).
+# mixture, so two lanes can share the runs (a seed part mines first unless the mined file is
+# there or the other lane is mining it; the mixture needs none; a finished run is skipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MRL_DATA_DIR=${MRL_DATA_DIR:-../shared/data} MRL_MODEL_DIR=${MRL_MODEL_DIR:-../shared/models}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The full-size runs of the studies of issues 13, 15, 16 and 17 (the whole shared triplet file,
 # N=28142 rows, 879 steps of 32), in the order that completes one study after another, in two
-# lanes of one CPU thread each (each lane 1.6-2.5 s per step, 33-37 min per run, measured with
+# lanes of one CPU thread each (each lane 1.6-2.7 s per step, 33-40 min per run, measured with
 # both lanes running; together more throughput than one two-thread job, 0.82 s per step, with
 # fewer waits between lanes). Each run is exactly the command of its study script
 # (comparators_cpu.sh, axes_cpu.sh), so the study scripts and their evaluation scripts find it,

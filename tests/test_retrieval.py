@@ -172,3 +172,4 @@ def test_cli_on_three_documents_is_exact_quiet_and_refuses_bad_models(tiny_model
         stderr = capsys.readouterr().err
         errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
         assert stop.value.code == 2 and len(errors) == 1 and message in errors[0], stderr
+        assert "Traceback" not in stderr

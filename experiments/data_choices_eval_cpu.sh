@@ -15,7 +15,7 @@ pick() {  # seed kind: the finished run folder of the triplets / mined_k1 / mine
     [[ -d $root ]] || return 0   # no run of that seed on this machine
     case $2 in
         triplets) ls "$root" | grep -E "^$head,eval.score_untrained=(true|false),model=minilm_l6,optim.lr=2e-5\$" \
-                      | sed "s|^|$root/|" | head -1 ;;
+                      | sed "s|^|$root/|" | head -1 || true ;;  # none when the triplet runs are committed copies
         mined_k1) find "$root" -path "$root/$head,data.train.columns=\[anchor,positive,negative_1\],data.train.local_file=mined/*" \
                       -name results.json -printf '%h\n' | head -1 ;;
         mined_k3) find "$root" -path "$root/$head,*negative_3\],data.train.local_file=mined/*" -name results.json \

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import hydra
 
-from mrl.cli import check_config_choices
-from mrl.evaluate import main  # also registers the resolvers that name the eval folder
+from mrl.common.cli import check_config_choices
+from mrl.evaluation.evaluate import main  # also registers the resolvers that name the eval folder
 
 
 @hydra.main(version_base="1.3", config_path="conf/evaluate", config_name="evaluate")

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import hydra
 
-from mrl.cli import check_config_choices
+from mrl.common.cli import check_config_choices
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def train(cfg):
-    from mrl.train import main
+    from mrl.run.train import main
 
     return main(cfg)
 

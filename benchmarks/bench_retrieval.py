@@ -9,7 +9,7 @@ Usage (offline, from the repository root):
         python benchmarks/bench_retrieval.py
 
 Both sides use the same model object (CPU, fp32, its max_seq_length of 256), the same batch
-size and the same documents, title + " " + text: ours through `mrl.beir` and
+size and the same documents, title + " " + text: ours through `mrl.data.beir` and
 conf/evaluate/benchmarks/scifact.yaml, theirs read from the raw files the way ST's evaluator
 docstring reads a BEIR set. Ours is timed from reading the files to the last metric, theirs
 from reading the files to the last evaluator's result. Ours runs first, then theirs (one round
@@ -43,9 +43,8 @@ def ours(model, batch_size: int, dims: list[int]) -> tuple[float, dict, str]:
     """eval.py's path: the validated loader, one encode, `retrieval_by_dim` at every dim."""
     from omegaconf import OmegaConf
 
-    from mrl.beir import BeirSource, load_beir
-    from mrl.eval_retrieval import encode_retrieval
-    from mrl.retrieval_metrics import retrieval_by_dim
+    from mrl.data.beir import BeirSource, load_beir
+    from mrl.evaluation.retrieval import encode_retrieval, retrieval_by_dim
 
     start = time.perf_counter()
     cfg = OmegaConf.load(ROOT / "conf" / "evaluate" / "benchmarks" / "scifact.yaml")

@@ -55,7 +55,7 @@ def compose(overrides: list[str]):
 def our_step_times(batch: int, steps: int, seq_len: int, overrides: list[str]) -> list[float]:
     import lightning as L
 
-    from mrl.build import build_datamodule, build_module
+    from mrl.run.build import build_datamodule, build_module
 
     cfg = compose(
         [
@@ -102,7 +102,7 @@ def our_eval_seconds(eval_batch: int) -> tuple[float, dict[int, float]]:
     """Wall time of `trainer.validate` on STS-B test (tokenized once in setup, not timed)."""
     import lightning as L
 
-    from mrl.build import build_datamodule, build_module
+    from mrl.run.build import build_datamodule, build_module
 
     cfg = compose([f"eval.batch_size={eval_batch}"])
     cfg.eval.validation = cfg.eval.test  # score STS-B test in the validation loop
@@ -123,7 +123,7 @@ def our_eval_seconds(eval_batch: int) -> tuple[float, dict[int, float]]:
 def _st_model(seq_len: int):
     from sentence_transformers import SentenceTransformer
 
-    from mrl.encoder import resolve_backbone
+    from mrl.encoder.backbone import resolve_backbone
 
     model = SentenceTransformer(
         resolve_backbone("sentence-transformers/all-MiniLM-L6-v2"), device="cpu"
@@ -142,7 +142,7 @@ def st_step_times(batch: int, steps: int, seq_len: int, two_d: bool = False) -> 
     from sentence_transformers.training_args import BatchSamplers
     from transformers import TrainerCallback
 
-    from mrl.sources import Source, load_source
+    from mrl.data.sources import Source, load_source
 
     cfg = compose([])
     train = load_source(Source.from_config(cfg.data.train)).select(range(batch * (steps + 2)))
@@ -187,7 +187,7 @@ def st_step_times(batch: int, steps: int, seq_len: int, two_d: bool = False) -> 
 def st_eval_seconds(eval_batch: int) -> tuple[float, dict[int, float]]:
     from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator
 
-    from mrl.sources import Source, load_source
+    from mrl.data.sources import Source, load_source
 
     test = load_source(Source.from_config(compose([]).eval.test))
     model = _st_model(128)

@@ -66,7 +66,7 @@ def main() -> None:
     import lightning as L
     from hydra import compose, initialize_config_dir
 
-    from mrl.build import build_datamodule, build_module
+    from mrl.run.build import build_datamodule, build_module
 
     peak = max(matmul_gflops() for _ in range(2))
     overrides = ["+exp=allnli_mrl", f"model={a.model}", f"data.batch_size={a.batch}",

@@ -148,7 +148,7 @@ def main() -> None:
     import torch
     from hydra import compose, initialize_config_dir
 
-    from mrl.build import build_datamodule, build_module
+    from mrl.run.build import build_datamodule, build_module
 
     if a.device == "gpu" and not torch.cuda.is_available():
         sys.exit("error: --device gpu but no CUDA device is visible; use --device cpu.")

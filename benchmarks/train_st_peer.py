@@ -37,8 +37,8 @@ def train(loss_name: str, triplets: int, batch: int, seq_len: int, lr: float, se
     )
     from sentence_transformers.training_args import BatchSamplers
 
-    from mrl.encoder import resolve_backbone
-    from mrl.sources import Source, load_source
+    from mrl.data.sources import Source, load_source
+    from mrl.encoder.backbone import resolve_backbone
 
     backbone = "sentence-transformers/all-MiniLM-L6-v2"
     source = Source(

@@ -1,6 +1,6 @@
 """Intervals on the bytes axis: for two models (each pooled over its seeds), the difference in
 STS-B test Spearman of their stored prefixes at every dim, with the two-level bootstrap interval
-of `mrl.intervals` (test pairs paired, seeds within each model).
+of `mrl.evaluation.intervals` (test pairs paired, seeds within each model).
 
     python experiments/bytes_intervals.py experiments/results/qat_cpu \\
         --compare qat_binary:mrl qat_binary:baseline --kinds binary float32
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mrl.intervals import intervals_by_dim
-from mrl.pairs import load_pairs
-from mrl.quantization import bytes_per_embedding
+from mrl.artifacts.pairs import load_pairs
+from mrl.evaluation.intervals import intervals_by_dim
+from mrl.tools.quantization import bytes_per_embedding
 
 
 def pooled(folder: Path, kind: str) -> tuple[dict[str, dict[int, np.ndarray]], np.ndarray]:
@@ -61,7 +61,7 @@ def main() -> None:
     lines = [
         "Difference of mean STS-B test Spearman (A - B) with its 95 % interval (two-level "
         f"bootstrap, {a.n_boot} replicates: test pairs paired, seeds within each model; "
-        "mrl.intervals); *significant* where the interval excludes 0.",
+        "mrl.evaluation.intervals); *significant* where the interval excludes 0.",
     ]
     for kind in a.kinds:
         models, gold = pooled(a.folder, kind)

@@ -11,12 +11,13 @@ import sys
 import torch
 from sentence_transformers import SentenceTransformer
 
-from mrl.encoder import Encoder, load_tokenizer
-from mrl.export import model_hparams
-from mrl.metrics import spearman_by_dim
-from mrl.quantization import STSB_TEST
-from mrl.run_folder import RunFolder
-from mrl.sources import Source, load_source
+from mrl.artifacts.export import model_hparams
+from mrl.artifacts.run_folder import RunFolder
+from mrl.data.sources import Source, load_source
+from mrl.encoder.backbone import load_tokenizer
+from mrl.encoder.encoder import Encoder
+from mrl.evaluation.metrics import spearman_by_dim
+from mrl.tools.quantization import STSB_TEST
 
 run = RunFolder(sys.argv[1])
 export = run.export

@@ -1,7 +1,8 @@
 """Strip the benchmark's gold scores from every test_pairs.npz below the given study folders,
-so a committed study holds our similarities but no copy of the data (mrl.pairs.strip_gold):
-each file keeps the data source its scores came from (from the results.json beside it) and
-their SHA-256, and `mrl.pairs.load_pairs` reads them back from $MRL_DATA_DIR or the Hub.
+so a committed study holds our similarities but no copy of the data
+(mrl.artifacts.pairs.strip_gold): each file keeps the data source its scores came from (from the
+results.json beside it) and their SHA-256, and `mrl.artifacts.pairs.load_pairs` reads them back
+from $MRL_DATA_DIR or the Hub.
 
     python experiments/strip_gold.py experiments/results/comparators_cpu [...]
 """
@@ -12,8 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from mrl.errors import ConfigError
-from mrl.pairs import PAIRS, load_pairs, strip_gold
+from mrl.artifacts.pairs import PAIRS, load_pairs, strip_gold
+from mrl.common.errors import ConfigError
 
 
 def test_source(results: dict) -> dict:

@@ -79,8 +79,9 @@ def tiny_model(tmp_path) -> Path:
     """A width-32 sentence-transformers folder of the tiny random BERT (no network)."""
     import torch
 
-    from mrl.encoder import Encoder, load_tokenizer
-    from mrl.export import export_encoder
+    from mrl.artifacts.export import export_encoder
+    from mrl.encoder.backbone import load_tokenizer
+    from mrl.encoder.encoder import Encoder
 
     torch.manual_seed(0)
     encoder = Encoder(TINY).eval()
@@ -129,8 +130,8 @@ def call_task(task, config_dir: Path, config_name: str, overrides: list[str], ru
 
 @pytest.fixture
 def run_main():
-    """Runs `mrl.train.main` in-process as `python train.py <overrides>` would, in run_dir."""
-    from mrl.train import main
+    """Runs `mrl.run.train.main` in-process as `python train.py <overrides>` would, in run_dir."""
+    from mrl.run.train import main
 
     def _run(overrides: list[str], run_dir: Path):
         return call_task(main, CONF, "train", [*overrides, f"hydra.run.dir={run_dir}"], run_dir)

@@ -1,0 +1,144 @@
+"""The sentence encoder: a backbone (`mrl.encoder.backbone`), pooling (`mrl.encoder.pooling`) and
+an optional linear projection head, encoding a batch in length-grouped chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from mrl.common.errors import ConfigError
+from mrl.encoder.backbone import backbone_hidden_size, load_backbone
+from mrl.encoder.pooling import POOLINGS, pool
+
+# `chunk_size: auto`, texts per encoder call by device. 16 on CPU: a training step of 32
+# triplets of all-MiniLM-L6-v2 on 2 cores is 1.32x faster than with 64, as less padding is
+# computed (benchmarks/RESULTS.md). 64 elsewhere: the earlier default, not tuned on a GPU.
+AUTO_CHUNK_SIZE = {"cpu": 16}
+AUTO_CHUNK_SIZE_ELSEWHERE = 64
+
+
+def encoder_width(
+    name: str, projection_dim: int | None = None, trust_remote_code: bool = False
+) -> int:
+    """The width of the embeddings the encoder returns: `projection_dim` when it has a
+    projection head, else the backbone's hidden size. The Matryoshka schedule and the eval
+    dims are prefixes of this width."""
+    check_projection_dim(projection_dim)
+    return projection_dim or backbone_hidden_size(name, trust_remote_code)
+
+
+def projection_dim_problem(projection_dim) -> str | None:
+    """What is wrong with a `model.projection_dim` value (None: nothing): it must be None (no
+    head) or a whole number >= 1. The check pass and `Encoder` both use it."""
+    whole = isinstance(projection_dim, int) and not isinstance(projection_dim, bool)
+    if projection_dim is None or (whole and projection_dim >= 1):
+        return None
+    return "must be a whole number >= 1 (the width of a linear head after pooling) or null"
+
+
+def check_projection_dim(projection_dim) -> None:
+    """One ConfigError line for a bad `model.projection_dim`."""
+    problem = projection_dim_problem(projection_dim)
+    if problem:
+        raise ConfigError(f"model.projection_dim={projection_dim!r} {problem}.")
+
+
+class Encoder(nn.Module):
+    """Token ids -> one sentence embedding per text (mean or CLS pooling, then the projection
+    head if there is one).
+
+    Texts are encoded in chunks of `chunk_size` texts of similar length, each chunk cut to its
+    own longest text, so a batch with one long sentence does not pad every other to its
+    length. Chunking changes only which padding is computed, not the result (up to float
+    rounding; in training, also which dropout mask each text draws), and the batch itself
+    stays as random as the sampler made it. `chunk_size="auto"` picks by the device the
+    texts are on (`AUTO_CHUNK_SIZE`); None encodes the batch in one call.
+
+    `projection_dim=d` adds a linear layer (with bias) from the hidden size to d after
+    pooling: the embedding is then d wide and the Matryoshka prefixes are prefixes of the
+    projection. It lives in the encoder, so every caller (cached mode, DDP, validation,
+    export) gets the projected embedding. None (the default) adds nothing, not even keys in
+    the state dict, so checkpoints made before the option load unchanged.
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        pooling: str = "mean",
+        chunk_size: int | str | None = "auto",
+        trust_remote_code: bool = False,
+        projection_dim: int | None = None,
+    ):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ConfigError(f"model.pooling={pooling!r} is unknown; use one of {POOLINGS}.")
+        whole = isinstance(chunk_size, int) and not isinstance(chunk_size, bool)
+        if not (chunk_size in ("auto", None) or (whole and chunk_size >= 1)):
+            raise ConfigError(
+                f"model.chunk_size={chunk_size!r} must be a whole number >= 1, auto, "
+                "or null (no chunks)."
+            )
+        check_projection_dim(projection_dim)
+        self.pooling = pooling
+        self.chunk_size = chunk_size
+        self.backbone = load_backbone(backbone, trust_remote_code)
+        self.backbone.train()  # from_pretrained returns eval mode; training wants dropout on
+        hidden = self.backbone.config.hidden_size
+        self.projection = nn.Linear(hidden, projection_dim) if projection_dim else None
+
+    @property
+    def width(self) -> int:
+        """The width of the returned embeddings (the projection's, else the hidden size)."""
+        if self.projection is not None:
+            return self.projection.out_features
+        return self.backbone.config.hidden_size
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        layers: Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """Right-padded ids and mask (texts x tokens) -> embeddings (texts x width), or with
+        `layers` (1-based encoder layers) each layer's pooled embeddings from the same forward
+        pass (layers x texts x width; the last layer is `depth`)."""
+        lengths = attention_mask.sum(1)
+        chunk_size = self.texts_per_call(input_ids.device)
+        if chunk_size is None or len(input_ids) <= chunk_size:
+            width = int(lengths.max())
+            pooled = self._encode(input_ids[:, :width], attention_mask[:, :width], layers)
+        else:
+            order = lengths.argsort(descending=True)
+            pieces = []
+            for chunk in order.split(chunk_size):
+                width = int(lengths[chunk].max())
+                ids, mask = input_ids[chunk, :width], attention_mask[chunk, :width]
+                pieces.append(self._encode(ids, mask, layers))
+            pooled = torch.cat(pieces, dim=-2)[..., order.argsort(), :]
+        return pooled if self.projection is None else self.projection(pooled)
+
+    @property
+    def depth(self) -> int:
+        """The backbone's number of transformer layers."""
+        return self.backbone.config.num_hidden_layers
+
+    def texts_per_call(self, device: torch.device) -> int | None:
+        """`chunk_size` with `auto` resolved for `device` (None: the whole batch in one call)."""
+        if self.chunk_size != "auto":
+            return self.chunk_size
+        return AUTO_CHUNK_SIZE.get(device.type, AUTO_CHUNK_SIZE_ELSEWHERE)
+
+    def _encode(self, input_ids, attention_mask, layers: Sequence[int] | None = None):
+        """One call of the backbone, pooled (hidden size wide, before any projection); with
+        `layers`, every listed layer's hidden states pooled (layers x texts x hidden)."""
+        if layers is None:
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+            return pool(out.last_hidden_state, attention_mask, self.pooling)
+        out = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
+        )
+        return torch.stack(
+            [pool(out.hidden_states[k], attention_mask, self.pooling) for k in layers]
+        )

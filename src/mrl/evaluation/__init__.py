@@ -1,0 +1,10 @@
+"""Scoring any encoder at every prefix from one encode: STS Spearman and a curve's summaries
+(`metrics`), retrieval metrics and BEIR sets (`retrieval`), the layers x dims grid (`grid`),
+bootstrap intervals of differences (`intervals`), the post-hoc comparators applied before the
+cut (`posthoc`, `transforms`, `adaptor`), and eval.py's engine (`evaluate`). No training code.
+
+May import: mrl.common, mrl.core, mrl.encoder, mrl.data, mrl.artifacts.
+"""
+
+# the subpackages this one may import (tests/test_layout.py holds every module to it)
+MAY_IMPORT = ("common", "core", "encoder", "data", "artifacts")

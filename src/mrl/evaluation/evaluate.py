@@ -1,0 +1,270 @@
+"""Evaluating any encoder at every dimension: STS-B, STS12-16 and SICK-R (Spearman), and BEIR
+retrieval sets (nDCG@10, MRR@10, recall@100, MAP@100; `benchmarks=scifact`), each encoded once.
+
+`python eval.py model=<hub id | local folder | run folder>` (the root shim) calls `main`.
+Models load through `mrl.artifacts.models` (sentence-transformers, so any of its models works, ours
+exported included); a run folder uses its `sentence-transformers/` export, or exports its
+checkpoint. No training code is imported (no Lightning, no wandb).
+
+A retrieval set (`task: retrieval`, see `mrl.data.beir`) has its queries and corpus encoded once at
+full width; each dim's prefix is renormalised and searched with FAISS (`mrl.evaluation.retrieval`,
+`retrieval.index=flat` exact, `ivf`/`hnsw` approximate). Its metrics are stored as benchmarks
+named `<set>/<metric>` (e.g. `scifact/ndcg@10`), so STS and retrieval share one table per dim.
+
+`transform=pca|rotation|adaptor` (`mrl.evaluation.posthoc`, docs/comparators.md) fits a map on
+training texts and applies it to every benchmark's full-width embeddings before the prefixes are
+cut; the map is saved in the eval folder. Each STS benchmark's per-pair cosines at every dim are
+saved (`mrl.artifacts.pairs`): the test benchmark's as `test_pairs.npz`, as a training run writes
+them, the others as `pairs/<name>.npz`, so a report can put intervals on eval folders too.
+
+The folder is `outputs/evals/<model>/` plus, when given, the overrides of the settings that
+change the numbers (`dims`, `max_seq_length`, `benchmarks`, `retrieval`, `transform`,
+`transform_fit`), so a re-run with other settings gets its own folder; results.json keeps
+those settings and a folder that holds other ones (e.g. a fixed hydra.run.dir) is refused in
+one line rather than reported as done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from mrl.artifacts.models import check_device, embedding_width, load_model, model_eval_dims, slug
+from mrl.artifacts.pairs import PAIRS, write_pairs
+from mrl.artifacts.results import RunResults, load_results, write_run_outputs
+from mrl.artifacts.run_folder import EXPORT_DIR, RunFolder
+from mrl.common.errors import ConfigError
+from mrl.common.files import write_atomic
+from mrl.common.redact import redact
+from mrl.core.schedule import check_dims
+from mrl.data.beir import BeirSource
+from mrl.data.sources import Source, load_source
+from mrl.evaluation.grid import GRID_PNG, check_grid, grid_png, grid_record, parse_grid
+from mrl.evaluation.metrics import pair_similarities, spearman_of_similarities
+from mrl.evaluation.posthoc import check_transform, export_posthoc, fit_posthoc
+from mrl.evaluation.retrieval import IndexSpec, is_retrieval, score_retrieval
+
+# the settings (besides the model) that change the numbers; batch size and device do not
+SETTINGS = (
+    "dims",
+    "max_seq_length",
+    "benchmarks",
+    "retrieval",
+    "transform",
+    "transform_fit",
+    "grid",
+)
+MAX_FOLDER_NAME = 100
+
+
+def eval_dir(model, overrides: str | None = None) -> str:
+    """The folder name under evals/: the model, then the overrides of `SETTINGS` (Hydra's
+    override_dirname, which leaves out the keys that do not change the numbers)."""
+    name = slug(model)
+    if overrides:
+        settings = slug(overrides)
+        if len(settings) > MAX_FOLDER_NAME:
+            digest = hashlib.sha1(settings.encode()).hexdigest()[:10]
+            settings = f"{settings[: MAX_FOLDER_NAME - 11]}-{digest}"
+        name = f"{name}/{settings}"
+    return name
+
+
+for _name, _resolver in (("slug", slug), ("eval_dir", eval_dir)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _resolver)
+
+
+def encode_benchmark(model, ds, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both sides' full-width embeddings, each distinct text encoded once."""
+    first, second = list(ds["sentence1"]), list(ds["sentence2"])
+    texts = list(dict.fromkeys(first + second))
+    embeddings = model.encode(
+        texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False
+    ).float()
+    index = {t: i for i, t in enumerate(texts)}
+    left = embeddings[[index[t] for t in first]]
+    right = embeddings[[index[t] for t in second]]
+    return left, right
+
+
+def benchmark_table(
+    scores: dict[str, dict[int, float]], dims: list[int], sts: list[str] | None = None
+) -> str:
+    """One row per benchmark, one column per dim: the STS rows (`sts`, default all), their
+    mean, then the retrieval rows (a mean across Spearman and nDCG would mean nothing)."""
+    sts = list(scores) if sts is None else sts
+    lines = [
+        "| benchmark | " + " | ".join(str(d) for d in dims) + " |",
+        "|" + " --- |" * (len(dims) + 1),
+    ]
+
+    def row(name: str, by_dim: dict[int, float]) -> None:
+        lines.append(f"| {name} | " + " | ".join(f"{by_dim[d]:.4f}" for d in dims) + " |")
+
+    for name in sts:
+        row(name, scores[name])
+    if sts:
+        row("**mean**", {d: sum(scores[s][d] for s in sts) / len(sts) for d in dims})
+    for name in (n for n in scores if n not in sts):
+        row(name, scores[name])
+    return "\n".join(lines) + "\n"
+
+
+def _settings(config: dict) -> dict:
+    values = {key: config.get(key) for key in ("model", *SETTINGS)}
+    if isinstance(values["dims"], list):  # the same dims in another order are the same numbers
+        values["dims"] = sorted(values["dims"], key=str)
+    if isinstance(values["transform_fit"], dict):  # the export changes no number
+        values["transform_fit"] = {
+            k: v for k, v in values["transform_fit"].items() if k != "export"
+        }
+    return values
+
+
+def _short(value) -> str:
+    """A setting for a one-line message: a benchmarks map by its names, at most 60 chars."""
+    text = str(list(value) if isinstance(value, dict) else value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def finished(run_dir: Path, config: dict) -> RunResults | None:
+    """The earlier results in `run_dir` if they are of these settings, None if there are none;
+    ConfigError if the folder holds an evaluation of other settings."""
+    run = RunFolder(run_dir)
+    if not run.is_finished():
+        return None
+    done = load_results(run_dir)
+    stored, wanted = _settings(done.config), _settings(config)
+    for key, value in wanted.items():
+        if key in done.config and stored[key] != value:
+            then, now = _short(done.config[key]), _short(config.get(key))
+            detail = f"{key}={then}, not {now}" if then != now else f"other {key} settings"
+            raise ConfigError(
+                f"{run_dir} holds an evaluation with {detail}; delete "
+                f"{run.results} to re-run it there, or leave hydra.run.dir unset (each setting "
+                "gets its own folder)."
+            )
+    print(f"{run.results} exists: this evaluation is done (delete it to re-run).")
+    return done
+
+
+def check_settings(cfg: DictConfig) -> None:
+    for key in ("batch_size", "max_seq_length"):
+        value = cfg[key]
+        if (value is not None or key != "max_seq_length") and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ConfigError(f"{key}={value!r} must be a whole number >= 1, e.g. {key}=128.")
+    if not cfg.benchmarks:
+        raise ConfigError("benchmarks is empty; give at least one, e.g. benchmarks=sts.")
+    check_device(cfg.device)
+    if not isinstance(cfg.trust_remote_code, bool):
+        raise ConfigError(f"trust_remote_code={cfg.trust_remote_code!r} must be true or false.")
+    for name, source_cfg in cfg.benchmarks.items():
+        if is_retrieval(name, source_cfg):
+            BeirSource.from_config(source_cfg, name)
+    check_transform(cfg)
+    check_grid(cfg.grid, cfg.transform)
+
+
+def write_sts_pairs(run_dir: Path, pairs: dict[str, tuple], test_benchmark: str) -> None:
+    """Each STS benchmark's gold scores and per-dim cosines: the test benchmark's as
+    test_pairs.npz (a training run's name and layout), the others as pairs/<name>.npz."""
+    for name, (gold, sims) in pairs.items():
+        path = run_dir / (PAIRS if name == test_benchmark else f"pairs/{slug(name)}.npz")
+        path.parent.mkdir(exist_ok=True)
+        write_pairs(path, gold, sims)
+
+
+def run(cfg: DictConfig, run_dir: Path) -> RunResults:
+    if not cfg.model:
+        raise ConfigError(
+            "no model given; run python eval.py model=<Hub id | local folder | run folder>."
+        )
+    config = redact(OmegaConf.to_container(cfg, resolve=True))
+    done = finished(run_dir, config)
+    if done is not None:
+        return done
+    check_settings(cfg)
+    spec = IndexSpec.from_config(OmegaConf.to_container(cfg, resolve=True).get("retrieval"))
+    with tempfile.TemporaryDirectory() as workdir:
+        model = load_model(cfg.model, cfg.device, cfg.trust_remote_code, Path(workdir))
+        if cfg.max_seq_length is not None:
+            model.max_seq_length = cfg.max_seq_length
+        width = embedding_width(model)
+        requested = OmegaConf.to_container(cfg, resolve=True)["dims"]
+        if requested is None:
+            dims = model_eval_dims(cfg.model, width)
+        else:
+            dims = check_dims(requested, width, "dims")
+        post = fit_posthoc(model, cfg, dims)
+        scores, sts, pairs = {}, [], {}
+        for name, source_cfg in cfg.benchmarks.items():
+            if is_retrieval(name, source_cfg):
+                scores.update(
+                    score_retrieval(model, name, source_cfg, dims, cfg.batch_size, spec, post.apply)
+                )
+                continue
+            sts.append(name)
+            ds = load_source(Source.from_config(source_cfg))
+            left, right = map(post.apply, encode_benchmark(model, ds, cfg.batch_size))
+            sims = pair_similarities(left, right, dims)
+            scores[name] = spearman_of_similarities(sims, list(ds["score"]))
+            pairs[name] = (list(ds["score"]), sims)
+            if cfg.grid and len(sts) == 1:  # the layers x dims grid of the test benchmark
+                grid = grid_record(model, ds, dims, cfg.batch_size)
+            print(f"{name}: {len(ds)} pairs, Spearman at {dims[0]}: {scores[name][dims[0]]:.4f}")
+        if post.name and cfg.transform_fit.export:
+            shutil.rmtree(run_dir / EXPORT_DIR, ignore_errors=True)  # left by a run that died
+            export_posthoc(post, model, cfg.model, dims, run_dir / EXPORT_DIR, Path(workdir) / "x")
+    first = next(iter(scores))
+    results = RunResults(
+        experiment=f"eval {cfg.model}" + (f" + {post.name}" if post.name else ""),
+        run_dir=str(run_dir),
+        backbone=cfg.model,
+        eval_dims=dims,
+        test=scores[first],
+        config=config,
+        model=cfg.model,
+        test_benchmark=first,
+        benchmarks=scores,
+        extra={"posthoc": post.record} if post.name else {},
+    )
+    if cfg.grid and sts:
+        results.extra.update(grid)
+        write_atomic(
+            run_dir / GRID_PNG, grid_png(parse_grid(grid["grid"]), f"{cfg.model}: {first}")
+        )
+    post.save(run_dir)
+    write_sts_pairs(run_dir, pairs, first)
+    table = benchmark_table(scores, dims, sts)
+    write_atomic(run_dir / "benchmarks.md", table)
+    write_run_outputs(run_dir, results)
+    what = "STS Spearman and retrieval metrics" if sts else "Retrieval metrics (cosine)"
+    what = "Spearman (cosine)" if len(sts) == len(scores) else what
+    print(f"\n{what} by dimension, {results.experiment[5:]}:\n{table}run folder: {run_dir}")
+    return results
+
+
+def main(cfg: DictConfig) -> None:
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which CPU build it tried
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        run(cfg, run_dir)
+    except ConfigError as err:
+        output_dir = cfg.get("output_dir")
+        RunFolder(run_dir).remove_startup_files(keep=Path(output_dir) if output_dir else None)
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

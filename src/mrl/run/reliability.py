@@ -1,0 +1,89 @@
+"""Stopping and saving safely: checkpoints written atomically, and SIGTERM/SIGUSR1 turned into
+"save last.ckpt, stop cleanly, resume on the next run"."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from mrl.common.files import WriteError, default_file_mode
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temp file in its folder, then renames it into place: a crash
+    at any moment leaves the previous checkpoint or the new one, never half of one."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        os.chmod(tmp, default_file_mode())
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+        except OSError as err:  # disk full, read-only: one line, the old checkpoint stays
+            Path(tmp).unlink(missing_ok=True)
+            raise WriteError(path, err) from None
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+class StopOnSignal(L.Callback):
+    """On SIGTERM, SIGUSR1 (SLURM's warning before the time limit) or Ctrl-C: finish the step,
+    write checkpoints/last.ckpt, and stop. The next run of the same command resumes there.
+
+    Handlers installed before (Lightning's SLURM requeue handler, for one) still run.
+    """
+
+    def __init__(self, last_ckpt: Path):
+        self.last_ckpt = Path(last_ckpt)
+        self.received: str | None = None
+        self.stopped_at: int | None = None
+        self._previous: dict = {}
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in STOP_SIGNALS:
+            self._previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT:
+            if self.received == "SIGINT":  # a second Ctrl-C: stop now, as Python would
+                raise KeyboardInterrupt
+            self.received = "SIGINT"  # Python's own handler would raise mid-step: not chained
+            print("Ctrl-C: saving at the end of this step (again to stop at once)", file=sys.stderr)
+            return
+        self.received = signal.Signals(signum).name
+        previous = self._previous.get(signum)
+        if callable(previous):
+            previous(signum, frame)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.received and self.stopped_at is None:
+            trainer.save_checkpoint(self.last_ckpt)
+            self.stopped_at = trainer.global_step
+            trainer.should_stop = True
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._restore()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()

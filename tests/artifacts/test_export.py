@@ -407,7 +407,7 @@ def test_prompt_names_in_the_export():
 def test_prompts_go_before_the_training_and_eval_texts_they_name(data_dir):
     from mrl.data.datamodule import MatryoshkaDataModule
     from mrl.encoder.backbone import load_tokenizer
-    from tests.test_data import STSB_TEST, TRIPLETS
+    from tests.data.test_data import STSB_TEST, TRIPLETS
 
     source = {k: v for k, v in vars(TRIPLETS).items() if v is not None}
     sts = {k: v for k, v in vars(STSB_TEST).items() if v is not None}

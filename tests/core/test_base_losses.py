@@ -15,9 +15,9 @@ from mrl.common.errors import ConfigError
 from mrl.core.losses import BASE_LOSSES, base_loss
 from mrl.core.matryoshka import GlobalBatch, matryoshka_loss
 from mrl.encoder.cached import cached_step
-from tests.test_cached import assert_same_gradient, grads, make_batch, make_encoder
-from tests.test_cached import make_scored_pairs as make_pairs_batch
-from tests.test_ddp import _collate, _encoder, _free_port, _global_batch
+from tests.encoder.test_cached import assert_same_gradient, grads, make_batch, make_encoder
+from tests.encoder.test_cached import make_scored_pairs as make_pairs_batch
+from tests.run.test_ddp import _collate, _encoder, _free_port, _global_batch
 
 DIMS, WEIGHTS = [32, 16, 9, 4], [1.0, 0.5, 2.0, 0.25]  # 9: an odd prefix (AnglE pads it)
 NEW_LOSSES = ["angle", "mnrl_symmetric"]

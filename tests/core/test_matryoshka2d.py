@@ -14,7 +14,7 @@ from mrl.core.matryoshka import GlobalBatch, matryoshka_loss
 from mrl.core.matryoshka2d import alignment_loss, matryoshka_2d_loss
 from mrl.encoder.backbone import TINY_BACKBONE
 from mrl.encoder.encoder import Encoder
-from tests.test_encoder import make_texts
+from tests.encoder.test_encoder import make_texts
 
 # ---- the layer schedule ----
 

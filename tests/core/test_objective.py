@@ -15,8 +15,8 @@ from mrl.core.matryoshka import GlobalBatch, MatryoshkaLoss
 from mrl.core.objective import TrainingObjective
 from mrl.encoder.cached import cached_step
 from tests.conftest import FAST
-from tests.test_cached import assert_same_gradient, grads, make_batch
-from tests.test_ddp import _free_port
+from tests.encoder.test_cached import assert_same_gradient, grads, make_batch
+from tests.run.test_ddp import _free_port
 
 DIMS, WEIGHTS = [32, 16, 8], [1.0, 0.5, 2.0]
 TWO_D = {"layers": "all", "layer_weighting": "by_depth", "layer_pairs": "grid",

@@ -21,7 +21,7 @@ from mrl.encoder.encoder import Encoder, encoder_width
 from mrl.run.hparams import grouped_hparams
 from mrl.run.module import MatryoshkaModule
 from tests.conftest import FAST
-from tests.test_cached import assert_same_gradient, grads, make_batch
+from tests.encoder.test_cached import assert_same_gradient, grads, make_batch
 
 TEXTS = ["A dog runs in the park.", "A child sings.", "A man reads at home near the river."]
 MRL = ["+exp=allnli_mrl", *FAST]

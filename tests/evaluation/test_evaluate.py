@@ -278,7 +278,7 @@ METRICS = ["ndcg@10", "mrr@10", "recall@100", "map@100"]
 def test_sts_and_a_retrieval_set_give_one_table_and_st_numbers(sts_dir, tiny_model, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from tests.test_beir import st_scores, synthetic_set
+    from tests.data.test_beir import st_scores, synthetic_set
 
     folder, _, _ = tiny_model
     synthetic_set(sts_dir / "beir" / "scifact")
@@ -304,7 +304,7 @@ def test_sts_and_a_retrieval_set_give_one_table_and_st_numbers(sts_dir, tiny_mod
 
 
 def test_a_retrieval_set_alone_and_an_approximate_index(sts_dir, tiny_model, tmp_path, capsys):
-    from tests.test_beir import synthetic_set
+    from tests.data.test_beir import synthetic_set
 
     folder, _, _ = tiny_model
     synthetic_set(sts_dir / "beir" / "scifact")
@@ -321,7 +321,7 @@ def test_a_retrieval_set_alone_and_an_approximate_index(sts_dir, tiny_model, tmp
 
 
 def test_bad_retrieval_input_is_one_line(sts_dir, tiny_model, tmp_path, capsys):
-    from tests.test_beir import synthetic_set
+    from tests.data.test_beir import synthetic_set
 
     folder, _, _ = tiny_model
     beir = sts_dir / "beir" / "scifact"
@@ -447,7 +447,7 @@ def test_a_transform_maps_the_retrieval_queries_and_documents_too(sts_dir, tiny_
     from mrl.data.beir import BeirSource, load_beir
     from mrl.evaluation.retrieval import encode_retrieval, retrieval_by_dim
     from mrl.evaluation.transforms import load_linear
-    from tests.test_beir import synthetic_set
+    from tests.data.test_beir import synthetic_set
 
     folder, _, _ = tiny_model
     synthetic_set(sts_dir / "beir" / "scifact")

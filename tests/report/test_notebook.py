@@ -6,7 +6,7 @@ import pytest
 from nbclient import NotebookClient
 
 from tests.conftest import ROOT
-from tests.test_report import write_run
+from tests.report.test_report import write_run
 
 
 @pytest.mark.slow

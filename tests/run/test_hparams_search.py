@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from tests.conftest import FAST, ROOT, offline_env
 
 VALUE = "trial_value.json"
-HERE = "tests.test_hparams_search"  # importable in the subprocess (cwd: the repo root)
+HERE = "tests.run.test_hparams_search"  # importable in the subprocess (cwd: the repo root)
 
 
 def fail_second_trial(cfg, trial) -> None:

@@ -153,6 +153,11 @@ def test_every_subpackage_says_what_lives_there():
     for init in sorted(SRC.glob("*/__init__.py")):
         doc = ast.get_docstring(ast.parse(init.read_text())) or ""
         assert "May import:" in doc, f"{init}: its docstring says nothing of what it may import"
+        said = doc.split("May import:")[1].split("\n\n")[0]
+        named = tuple(p.strip(" .\n").removeprefix("mrl.") for p in said.split(","))
+        assert named == (may_import(init) or ("nothing of mrl",)), (
+            f"{init}: docstring vs MAY_IMPORT"
+        )
         modules = sorted(p.stem for p in init.parent.glob("*.py") if p.stem[0] != "_")
         missing = [m for m in modules if f"`{m}`" not in doc]
         assert not missing, f"{init}: its docstring leaves out {missing}"

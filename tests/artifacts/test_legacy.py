@@ -45,17 +45,17 @@ def test_legacy_run_reports(tmp_path):
     assert "allnli_mrl" in report and "| 32 |" in report.replace(" 32 ", " 32 ")
 
 
-def test_legacy_run_exports_the_checkpoint_weights(tmp_path):
+def assert_export_embeds_as_checkpoint(run_dir, ckpt, out) -> None:
+    """`export_run(run_dir)` loads in sentence-transformers and embeds as our encoder does with
+    the checkpoint's weights (1e-5)."""
     from sentence_transformers import SentenceTransformer
 
     from mrl.artifacts.export import export_run
     from mrl.encoder.backbone import tiny_tokenizer
     from mrl.encoder.encoder import Encoder
 
-    run_dir = _copy(tmp_path)
-    out = export_run(run_dir, tmp_path / "export")
-    model = SentenceTransformer(str(out), device="cpu")
-    state = torch.load(LEGACY / "checkpoints" / "last.ckpt", weights_only=True)
+    model = SentenceTransformer(str(export_run(run_dir, out)), device="cpu")
+    state = torch.load(ckpt, weights_only=True)
     encoder = Encoder("mrl/tiny-random-bert", chunk_size=None).eval()
     prefix = "encoder."
     encoder.load_state_dict(
@@ -66,6 +66,11 @@ def test_legacy_run_exports_the_checkpoint_weights(tmp_path):
         ours = encoder(tokens["input_ids"], tokens["attention_mask"])
     theirs = model.encode(["a dog runs in the park."], convert_to_tensor=True)
     assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_legacy_run_exports_the_checkpoint_weights(tmp_path):
+    ckpt = LEGACY / "checkpoints" / "last.ckpt"
+    assert_export_embeds_as_checkpoint(_copy(tmp_path), ckpt, tmp_path / "export")
 
 
 def test_legacy_checkpoint_resumes(data_dir, run_main, tmp_path):

@@ -10,6 +10,7 @@ import torch
 from mrl.artifacts.results import load_results
 from mrl.run.hparams import grouped_hparams
 from mrl.run.module import MatryoshkaModule
+from tests.artifacts.test_legacy import assert_export_embeds_as_checkpoint
 from tests.conftest import FAST, ROOT
 
 PRE_LAYOUT = ROOT / "tests" / "fixtures" / "pre_layout_run"
@@ -53,25 +54,7 @@ def test_it_reports(tmp_path):
 
 
 def test_it_exports_the_checkpoint_weights(tmp_path):
-    from sentence_transformers import SentenceTransformer
-
-    from mrl.artifacts.export import export_run
-    from mrl.encoder.backbone import tiny_tokenizer
-    from mrl.encoder.encoder import Encoder
-
-    out = export_run(_copy(tmp_path), tmp_path / "export")
-    model = SentenceTransformer(str(out), device="cpu")
-    state = torch.load(CKPT, weights_only=True)
-    encoder = Encoder("mrl/tiny-random-bert", chunk_size=None).eval()
-    prefix = "encoder."
-    encoder.load_state_dict(
-        {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
-    )
-    tokens = tiny_tokenizer()(["a dog runs in the park."], return_tensors="pt")
-    with torch.no_grad():
-        ours = encoder(tokens["input_ids"], tokens["attention_mask"])
-    theirs = model.encode(["a dog runs in the park."], convert_to_tensor=True)
-    assert torch.allclose(ours, theirs, atol=1e-5)
+    assert_export_embeds_as_checkpoint(_copy(tmp_path), CKPT, tmp_path / "export")
 
 
 def test_it_resumes(data_dir, run_main, tmp_path, monkeypatch, caplog):

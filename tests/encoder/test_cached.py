@@ -42,13 +42,17 @@ def grads(model):
     return {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-def assert_same_gradient(got: dict, expected: dict) -> None:
-    """Equal up to float32 rounding (padding and batching reorder the sums), measured against
-    the whole gradient's norm: some entries are zero in exact arithmetic (e.g. key biases)."""
+def gradient_errors(got: dict, expected: dict) -> dict[str, float]:
+    """Each tensor's distance between two gradients as a fraction of the whole expected
+    gradient's norm: some entries are zero in exact arithmetic (e.g. key biases)."""
     total = torch.sqrt(sum(g.square().sum() for g in expected.values()))
     assert total > 0
-    for name, grad in expected.items():
-        error = (got[name] - grad).norm() / total
+    return {name: float((got[name] - grad).norm() / total) for name, grad in expected.items()}
+
+
+def assert_same_gradient(got: dict, expected: dict) -> None:
+    """Equal up to float32 rounding (padding and batching reorder the sums)."""
+    for name, error in gradient_errors(got, expected).items():
         assert error < 1e-5, f"{name}: error {error:.2e} of the gradient norm"
 
 

@@ -21,7 +21,7 @@ from mrl.encoder.backbone import TINY_BACKBONE, tiny_tokenizer
 from mrl.encoder.cached import cached_step
 from mrl.encoder.encoder import Encoder
 from tests.conftest import ROOT, make_data_dir
-from tests.encoder.test_cached import assert_same_gradient
+from tests.encoder.test_cached import assert_same_gradient, gradient_errors
 
 DIMS, WEIGHTS = [32, 16, 8], [1.0, 0.5, 2.0]
 
@@ -104,13 +104,6 @@ def _worker(rank, world, port, out, loss, cached):
     os._exit(0)
 
 
-def gradient_error(got: dict, expected: dict) -> float:
-    """The largest per-tensor distance between two gradients, as a fraction of the expected
-    gradient's whole norm (the measure `assert_same_gradient` holds below 1e-5)."""
-    total = torch.sqrt(sum(g.square().sum() for g in expected.values()))
-    return max(float((got[name] - grad).norm() / total) for name, grad in expected.items())
-
-
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -139,7 +132,10 @@ def test_ddp_gradient_equals_single_process_gradient_on_the_global_batch(tmp_pat
     (sum(_loss(encoder, half, pad_id) for half in (rows[0::2], rows[1::2])) / 2).backward()
     name, param = next(iter(encoder.named_parameters()))
     assert not torch.allclose(ddp_grads[name], param.grad, atol=1e-6, rtol=1e-4)
-    assert gradient_error(ddp_grads, {n: p.grad for n, p in encoder.named_parameters()}) > 1e-3
+    assert (
+        max(gradient_errors(ddp_grads, {n: p.grad for n, p in encoder.named_parameters()}).values())
+        > 1e-3
+    )
 
 
 @pytest.mark.slow

@@ -34,7 +34,9 @@ from mrl.artifacts.run_folder import EXPORT_DIR, MRL_INFO, RunFolder
 from mrl.common import hub
 from mrl.common.errors import ConfigError
 from mrl.common.files import default_dir_mode, default_file_mode
+from mrl.data.lengths import usable_positions
 from mrl.data.prompts import export_prompts
+from mrl.encoder.pooling import ST_POOLING_MODES
 
 ST_MODELS = "sentence_transformers.models"
 MODEL_KEYS = ("backbone", "pooling", "chunk_size", "compile", "trust_remote_code")
@@ -50,16 +52,22 @@ def model_hparams(hparams: dict) -> dict:
 
 
 def _pooling_config(width: int, pooling: str) -> dict:
+    """sentence-transformers' Pooling config.json for our `pooling` (its long-standing
+    `pooling_mode_*` form, which every release of it reads)."""
+    modes = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens")
+    modes += ("weightedmean_tokens", "lasttoken")
+    chosen = ST_POOLING_MODES[pooling]
     return {
         "word_embedding_dimension": width,
-        "pooling_mode_cls_token": pooling == "cls",
-        "pooling_mode_mean_tokens": pooling == "mean",
-        "pooling_mode_max_tokens": False,
-        "pooling_mode_mean_sqrt_len_tokens": False,
-        "pooling_mode_weightedmean_tokens": False,
-        "pooling_mode_lasttoken": False,
+        **{f"pooling_mode_{mode}": mode == chosen for mode in modes},
         "include_prompt": True,
     }
+
+
+def _set_json(path: Path, **values) -> None:
+    """Set keys of a JSON file in place (a file of the export being built)."""
+    content = json.loads(path.read_text()) if path.is_file() else {}
+    path.write_text(json.dumps({**content, **values}, indent=2))
 
 
 def _write_dense(projection: torch.nn.Linear, folder: Path) -> dict:
@@ -109,7 +117,10 @@ def export_encoder(
     if out.exists():
         raise ConfigError(f"{out} already exists; remove it or export to another folder (--out).")
     out.parent.mkdir(parents=True, exist_ok=True)
+    encoder = encoder.merged()  # LoRA adapters merged in: a plain model (mrl.encoder.lora)
     hidden, width = encoder.backbone.config.hidden_size, encoder.width
+    most = usable_positions(encoder.backbone.config, tokenizer)  # what the model can take
+    max_seq_length = min(max_seq_length, most) if most else max_seq_length
     st_config = {"max_seq_length": max_seq_length, "do_lower_case": False}
     if getattr(encoder.backbone, "pooler", "none") is None:  # built with add_pooling_layer=False
         st_config["model_kwargs"] = {"add_pooling_layer": False}
@@ -118,6 +129,11 @@ def export_encoder(
     try:
         encoder.backbone.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        if tokenizer.padding_side != "right":
+            # training padded on the right; every pooling reads the mask, so only
+            # weighted_mean's positions would differ (sentence-transformers counts them from
+            # the first kept token too), and right is also what the ONNX export assumes
+            _set_json(tmp / "tokenizer_config.json", padding_side="right")
         (tmp / "1_Pooling").mkdir()
         files = {
             "modules.json": [
@@ -184,14 +200,16 @@ def export_run(
     if not hparams.get("backbone"):
         raise ConfigError(f"{run.last_ckpt} names no backbone in its hyper_parameters.")
     backbone, trust = hparams["backbone"], bool(hparams.get("trust_remote_code", False))
+    pooling = hparams.get("pooling", "mean")
     encoder = Encoder(
-        backbone, hparams.get("pooling", "mean"), trust_remote_code=trust,
-        projection_dim=hparams.get("projection_dim"),
+        backbone, pooling, trust_remote_code=trust, projection_dim=hparams.get("projection_dim"),
+        lora=hparams.get("lora"),
     )  # fmt: skip
     prefix = "encoder."
     weights = {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
-    encoder.load_state_dict(weights)
-    tokenizer = load_tokenizer(backbone, trust)
+    encoder.load_state_dict(encoder.with_frozen(weights))  # under LoRA the backbone's are left out
+    encoder = encoder.merged()
+    tokenizer = load_tokenizer(backbone, trust, pooling)
     max_len = (results.config.get("data") or {}).get("max_seq_length", 128)
     out = Path(out) if out else run.export
     if layers is not None:  # a 2D Matryoshka model served at depth K (mrl.encoder.depth)

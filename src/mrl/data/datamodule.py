@@ -138,7 +138,8 @@ class MatryoshkaDataModule(L.LightningDataModule):
     `train` is one training dataset; `mixture` (the plain `data.mixture` config) several, each
     batch from one of them (`mrl.data.mixture`), the batch naming it in `batch["dataset"]`.
     `prompts` ({column: prompt}) go before the training texts of those columns, `eval_prompt`
-    before both sentences of the validation and test pairs.
+    before both sentences of the validation and test pairs. `pooling` (`model.pooling`) fits the
+    tokenizer to it (`last` needs every text to end in EOS: `mrl.encoder.backbone.fit_tokenizer`).
     """
 
     def __init__(
@@ -158,6 +159,7 @@ class MatryoshkaDataModule(L.LightningDataModule):
         mixture: dict | None = None,
         prompts: dict | None = None,
         eval_prompt: str | None = None,
+        pooling: str = "mean",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -180,7 +182,7 @@ class MatryoshkaDataModule(L.LightningDataModule):
         from mrl.encoder.backbone import load_tokenizer
 
         self.tokenizer = tokenizer = load_tokenizer(
-            self.hparams.backbone, self.hparams.trust_remote_code
+            self.hparams.backbone, self.hparams.trust_remote_code, self.hparams.pooling
         )
         self.pad_id = tokenizer.pad_token_id
         for split, sources in (("train", self.train_sources), ("eval", self.sources)):

@@ -1,8 +1,10 @@
-"""The sentence encoder: a backbone (`mrl.encoder.backbone`), pooling (`mrl.encoder.pooling`) and
-an optional linear projection head, encoding a batch in length-grouped chunks."""
+"""The sentence encoder: a backbone (`mrl.encoder.backbone`, optionally with LoRA adapters from
+`mrl.encoder.lora` and gradient checkpointing), pooling (`mrl.encoder.pooling`) and an optional
+linear projection head, encoding a batch in length-grouped chunks."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -10,6 +12,7 @@ from torch import nn
 
 from mrl.common.errors import ConfigError
 from mrl.encoder.backbone import backbone_hidden_size, load_backbone
+from mrl.encoder.lora import add_lora, is_lora, lora_enabled, lora_problem
 from mrl.encoder.pooling import POOLINGS, pool
 
 # `chunk_size: auto`, texts per encoder call by device. 16 on CPU: a training step of 32
@@ -46,8 +49,8 @@ def check_projection_dim(projection_dim) -> None:
 
 
 class Encoder(nn.Module):
-    """Token ids -> one sentence embedding per text (mean or CLS pooling, then the projection
-    head if there is one).
+    """Token ids -> one sentence embedding per text (pooled, then the projection head if there
+    is one).
 
     Texts are encoded in chunks of `chunk_size` texts of similar length, each chunk cut to its
     own longest text, so a batch with one long sentence does not pad every other to its
@@ -70,6 +73,8 @@ class Encoder(nn.Module):
         chunk_size: int | str | None = "auto",
         trust_remote_code: bool = False,
         projection_dim: int | None = None,
+        lora: dict | None = None,
+        gradient_checkpointing: bool = False,
     ):
         super().__init__()
         if pooling not in POOLINGS:
@@ -81,9 +86,21 @@ class Encoder(nn.Module):
                 "or null (no chunks)."
             )
         check_projection_dim(projection_dim)
+        if (problem := lora_problem(lora)) is not None:
+            raise ConfigError(f"model.lora {problem}.")
         self.pooling = pooling
         self.chunk_size = chunk_size
         self.backbone = load_backbone(backbone, trust_remote_code)
+        if gradient_checkpointing:
+            if not self.backbone.supports_gradient_checkpointing:
+                raise ConfigError(
+                    f"model.gradient_checkpointing=true, but {type(self.backbone).__name__} "
+                    f"({backbone}) does not support it in transformers; set it to false."
+                )
+            # non-reentrant: works with frozen inputs (LoRA), DDP and the cached step
+            self.backbone.gradient_checkpointing_enable({"use_reentrant": False})
+        if lora_enabled(lora):
+            self.backbone = add_lora(self.backbone, lora)
         self.backbone.train()  # from_pretrained returns eval mode; training wants dropout on
         hidden = self.backbone.config.hidden_size
         self.projection = nn.Linear(hidden, projection_dim) if projection_dim else None
@@ -118,6 +135,31 @@ class Encoder(nn.Module):
                 pieces.append(self._encode(ids, mask, layers))
             pooled = torch.cat(pieces, dim=-2)[..., order.argsort(), :]
         return pooled if self.projection is None else self.projection(pooled)
+
+    @property
+    def lora(self) -> bool:
+        """Whether the backbone trains LoRA adapters (its own weights frozen)."""
+        return is_lora(self.backbone)
+
+    def frozen_keys(self) -> list[str]:
+        """The state-dict keys of frozen parameters (the backbone's own weights under LoRA):
+        what a checkpoint can leave out, as they come back from the backbone."""
+        return [name for name, p in self.named_parameters() if not p.requires_grad]
+
+    def with_frozen(self, weights: dict) -> dict:
+        """`weights` (this encoder's state dict, perhaps without its frozen parameters) with
+        the frozen ones filled in from this encoder's own (just loaded) backbone."""
+        own = self.state_dict()
+        return {**{k: own[k] for k in self.frozen_keys() if k not in weights}, **weights}
+
+    def merged(self) -> Encoder:
+        """A copy with the LoRA adapters merged into the backbone's weights (a plain
+        transformers model, as the export writes it); this encoder itself when it has none."""
+        if not self.lora:
+            return self
+        plain = copy.deepcopy(self)
+        plain.backbone = plain.backbone.merge_and_unload()
+        return plain
 
     @property
     def depth(self) -> int:

@@ -72,6 +72,7 @@ def build_datamodule(cfg: DictConfig) -> MatryoshkaDataModule:
         num_workers=d.num_workers,
         seed=cfg.seed,
         trust_remote_code=cfg.model.trust_remote_code,
+        pooling=cfg.model.pooling,
         prompts=plain(d.prompts) if d.get("prompts") else None,
         eval_prompt=cfg.eval.get("prompt"),
     )

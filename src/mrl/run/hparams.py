@@ -7,7 +7,8 @@ from __future__ import annotations
 DEFAULTS = {
     "model": {
         "backbone": None, "pooling": "mean", "chunk_size": "auto", "compile": False,
-        "trust_remote_code": False, "projection_dim": None,
+        "trust_remote_code": False, "projection_dim": None, "lora": None,
+        "gradient_checkpointing": False,
     },
     "matryoshka": {
         "enabled": True, "dims": None, "rule": "pow2", "min_dim_ratio": 1 / 12,

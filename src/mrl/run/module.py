@@ -38,6 +38,10 @@ class NonFiniteLoss(RuntimeError):
         super().__init__(f"the loss is {value} at step {step} (non-finite at dims {dims})")
 
 
+# a checkpoint's flag: the frozen backbone weights (under LoRA) were left out of its state_dict
+FROZEN_LEFT_OUT = "frozen_backbone_left_out"
+
+
 class MatryoshkaModule(L.LightningModule):
     """Trains an encoder with a Matryoshka loss and evaluates every prefix on STS pairs.
 
@@ -89,7 +93,7 @@ class MatryoshkaModule(L.LightningModule):
         self.loss = next(iter(self.losses.values()))  # dims, weights, step draws: all the same
         self.encoder = Encoder(
             mc["backbone"], mc["pooling"], mc["chunk_size"], mc["trust_remote_code"],
-            mc["projection_dim"],
+            mc["projection_dim"], mc["lora"], mc["gradient_checkpointing"],
         )  # fmt: skip
         if mc["compile"]:  # in place: parameter names (and checkpoints) stay the plain model's
             self.encoder.compile(dynamic=True)
@@ -271,8 +275,17 @@ class MatryoshkaModule(L.LightningModule):
         loader = self.trainer.train_dataloader
         if hasattr(loader, "state_dict"):
             checkpoint["train_loader"] = loader.state_dict()
+        if self.encoder.lora:  # the frozen backbone comes back from its source: keep it out
+            for key in self.encoder.frozen_keys():
+                checkpoint["state_dict"].pop(f"encoder.{key}", None)
+            checkpoint[FROZEN_LEFT_OUT] = True
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if checkpoint.get(FROZEN_LEFT_OUT):  # before Lightning loads it (strictly)
+            prefix = "encoder."
+            saved = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items()}
+            full = self.encoder.with_frozen(saved)
+            checkpoint["state_dict"].update({prefix + k: v for k, v in full.items()})
         restore_random_states(checkpoint.get("rng_states"))
         self._train_loader_state = checkpoint.get("train_loader")
 

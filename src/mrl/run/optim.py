@@ -1,5 +1,6 @@
 """The optimizer and learning-rate schedule of a run: AdamW (fused where the build has it)
-without weight decay on biases and LayerNorm weights, linear warm-up then linear decay."""
+without weight decay on biases and LayerNorm weights, linear warm-up then linear decay; frozen
+parameters are left out."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ def adamw_with_warmup(named_parameters, optim: dict, total_steps: int) -> dict:
     """Lightning's `configure_optimizers` answer for `optim` (lr, weight_decay, warmup_ratio)."""
     decay, no_decay = [], []
     for name, param in named_parameters:
+        if not param.requires_grad:  # frozen (the backbone under LoRA): no optimizer state
+            continue
         (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
     groups = [
         {"params": decay, "weight_decay": optim["weight_decay"]},

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from mrl.artifacts.checkpoints import load_checkpoint
 from mrl.artifacts.model_card import model_card
 from mrl.artifacts.results import RunResults, load_results
 from mrl.artifacts.run_folder import EXPORT_DIR, MRL_INFO, RunFolder
@@ -166,6 +167,27 @@ def export_encoder(
     return out
 
 
+def encoder_from_checkpoint(state: dict, path: Path):
+    """The trained encoder (eval mode, LoRA adapters not merged) and its tokenizer from a
+    run's loaded checkpoint `state` (read from `path`, named in errors)."""
+    from mrl.encoder.backbone import load_tokenizer
+    from mrl.encoder.encoder import Encoder
+
+    hparams = model_hparams(state.get("hyper_parameters") or {})
+    if not hparams.get("backbone"):
+        raise ConfigError(f"{path} names no backbone in its hyper_parameters.")
+    backbone, trust = hparams["backbone"], bool(hparams.get("trust_remote_code", False))
+    pooling = hparams.get("pooling", "mean")
+    encoder = Encoder(
+        backbone, pooling, trust_remote_code=trust, projection_dim=hparams.get("projection_dim"),
+        lora=hparams.get("lora"),
+    )  # fmt: skip
+    prefix = "encoder."
+    weights = {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
+    encoder.load_state_dict(encoder.with_frozen(weights))  # under LoRA the backbone's are left out
+    return encoder.eval(), load_tokenizer(backbone, trust, pooling)
+
+
 def export_run(
     run_dir: Path,
     out: Path | None = None,
@@ -179,15 +201,17 @@ def export_run(
     Runs made before last.ckpt was saved at the end may hold an earlier step's weights; those
     export only with `allow_earlier` (the model card then says which step, without the table).
     """
-    from mrl.encoder.backbone import load_tokenizer
     from mrl.encoder.depth import cut_to_depth
-    from mrl.encoder.encoder import Encoder
 
     run = RunFolder(run_dir)
     if run.is_finished() and not run.last_ckpt.is_file():
         raise ConfigError(f"{run.path} has no checkpoints/last.ckpt to export the weights from.")
     results = load_results(run.path)
-    state = torch.load(run.last_ckpt, map_location="cpu", weights_only=True)
+    state = load_checkpoint(  # one line if it does not load (mrl.artifacts.checkpoints)
+        run.last_ckpt,
+        f"restore it from a copy (the run's own export, {run.export}, holds the "
+        "same weights if it is there).",
+    )
     note, step, final = None, state.get("global_step"), results.global_step
     if step != final:
         if not allow_earlier:
@@ -196,20 +220,8 @@ def export_run(
                 "is not the tested model; pass --allow-earlier-checkpoint to export it anyway."
             )
         note = f"weights from step {step} of {final}; the run's scores are not theirs"
-    hparams = model_hparams(state.get("hyper_parameters") or {})
-    if not hparams.get("backbone"):
-        raise ConfigError(f"{run.last_ckpt} names no backbone in its hyper_parameters.")
-    backbone, trust = hparams["backbone"], bool(hparams.get("trust_remote_code", False))
-    pooling = hparams.get("pooling", "mean")
-    encoder = Encoder(
-        backbone, pooling, trust_remote_code=trust, projection_dim=hparams.get("projection_dim"),
-        lora=hparams.get("lora"),
-    )  # fmt: skip
-    prefix = "encoder."
-    weights = {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
-    encoder.load_state_dict(encoder.with_frozen(weights))  # under LoRA the backbone's are left out
-    encoder = encoder.merged()
-    tokenizer = load_tokenizer(backbone, trust, pooling)
+    encoder, tokenizer = encoder_from_checkpoint(state, run.last_ckpt)
+    encoder, backbone = encoder.merged(), encoder.backbone_name
     max_len = (results.config.get("data") or {}).get("max_seq_length", 128)
     out = Path(out) if out else run.export
     if layers is not None:  # a 2D Matryoshka model served at depth K (mrl.encoder.depth)
@@ -268,6 +280,21 @@ def push_run(
     return (folder if folder == target else None), str(url)
 
 
+def advised_dim(folder: Path) -> int:
+    """A truncate_dim that fits the export: the smallest of its run's eval dims that keeps at
+    least 1/6 of the width (64 of 384), else a quarter of the width."""
+    width = json.loads((Path(folder) / "1_Pooling" / "config.json").read_text())[
+        "word_embedding_dimension"
+    ]
+    try:
+        info = json.loads((Path(folder) / MRL_INFO).read_text())
+        width = int(info.get("projection_dim") or width)
+        dims = [int(d) for d in info["eval_dims"] if width // 6 <= int(d) <= width]
+    except (OSError, ValueError, KeyError, TypeError):
+        dims = []
+    return min(dims) if dims else max(1, width // 4)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Export a run as a sentence-transformers model.")
     parser.add_argument("run_dir", type=Path, help="a finished run folder")
@@ -310,7 +337,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     if out is not None:
-        print(f"exported to {out}; load it with SentenceTransformer({str(out)!r}, truncate_dim=64)")
+        print(f"exported to {out}; load it with SentenceTransformer({str(out)!r}, "
+              f"truncate_dim={advised_dim(out)})")  # fmt: skip
     if args.push_to_hub:
         print(f"pushed to {url}; load it with SentenceTransformer({args.push_to_hub!r})")
 

@@ -216,25 +216,28 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, pooling: str = "m
     return fit_tokenizer(tokenizer, pooling, name)
 
 
-def adds_eos(tokenizer) -> bool:
-    """Whether the tokenizer ends every text with its EOS token by itself."""
+def ends_each_text(tokenizer) -> bool:
+    """Whether the tokenizer ends every text with a special token by itself (EOS, or an
+    encoder's [SEP] / </s>), whose state last-token pooling can read."""
     ids = tokenizer("a")["input_ids"]
-    return tokenizer.eos_token_id is not None and bool(ids) and ids[-1] == tokenizer.eos_token_id
+    enders = {tokenizer.eos_token_id, tokenizer.sep_token_id} - {None}
+    return bool(ids) and ids[-1] in enders
 
 
 def fit_tokenizer(tokenizer, pooling: str, name: str):
     """The tokenizer with what training and the export need of it, changed in its own
     post-processor so the saved tokenizer (and sentence-transformers, loading it) does the same:
 
-    - `last` pooling reads the EOS token's state, so a tokenizer that does not append EOS (the
-      base Qwen3 tokenizer, most decoders) gets it appended after every text, after truncation
-      (a cut text still ends in EOS, as Qwen3-Embedding's own tokenizer does).
+    - `last` pooling reads the state of the token that ends the text, so a tokenizer that ends
+      texts with no special token (the base Qwen3 tokenizer, most decoders) gets EOS appended
+      after every text, after truncation (a cut text still ends in EOS, as Qwen3-Embedding's
+      own tokenizer does); an encoder's [SEP] or </s> already ends each text.
     - a tokenizer without a padding token (most decoders) pads with EOS: padding is masked out,
       so which id fills it changes nothing.
     A slow (Python) tokenizer has no post-processor to change; one that needs EOS appended
     stops in one line."""
     eos = tokenizer.eos_token
-    if pooling == "last" and not adds_eos(tokenizer):
+    if pooling == "last" and not ends_each_text(tokenizer):
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if eos is None or backend is None:
             lacks = "no EOS token" if eos is None else "no fast version"

@@ -90,6 +90,7 @@ class Encoder(nn.Module):
             raise ConfigError(f"model.lora {problem}.")
         self.pooling = pooling
         self.chunk_size = chunk_size
+        self.backbone_name = backbone  # where the weights came from (Hub id, folder, tiny name)
         self.backbone = load_backbone(backbone, trust_remote_code)
         if gradient_checkpointing:
             if not self.backbone.supports_gradient_checkpointing:
@@ -98,7 +99,7 @@ class Encoder(nn.Module):
                     f"({backbone}) does not support it in transformers; set it to false."
                 )
             # non-reentrant: works with frozen inputs (LoRA), DDP and the cached step
-            self.backbone.gradient_checkpointing_enable({"use_reentrant": False})
+            self.backbone.activation_checkpointing_enable({"use_reentrant": False})
         if lora_enabled(lora):
             self.backbone = add_lora(self.backbone, lora)
         self.backbone.train()  # from_pretrained returns eval mode; training wants dropout on

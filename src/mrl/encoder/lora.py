@@ -15,6 +15,8 @@ uses it as it uses the plain backbone.
 
 from __future__ import annotations
 
+import warnings
+
 from torch import nn
 
 from mrl.common.errors import ConfigError
@@ -83,7 +85,9 @@ def add_lora(backbone: nn.Module, lora) -> nn.Module:
         lora_dropout=lora.get("dropout", 0.0),
         target_modules=targets,
     )
-    return get_peft_model(backbone, config)
+    with warnings.catch_warnings():  # peft asks transformers a deprecated question; not ours
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated")
+        return get_peft_model(backbone, config)
 
 
 def is_lora(backbone: nn.Module) -> bool:

@@ -17,20 +17,21 @@ import torch.multiprocessing as mp
 from mrl.core.batch import collate_texts
 from mrl.core.losses import pairs_from_global_batch, split_global_batch
 from mrl.core.matryoshka import matryoshka_cosent_loss, matryoshka_mnrl_loss
-from mrl.encoder.backbone import TINY_BACKBONE, tiny_tokenizer
+from mrl.encoder.backbone import TINY_BACKBONE, TINY_DECODER, load_tokenizer
 from mrl.encoder.cached import cached_step
 from mrl.encoder.encoder import Encoder
 from tests.conftest import ROOT, make_data_dir
 from tests.encoder.test_cached import assert_same_gradient, gradient_errors
 
 DIMS, WEIGHTS = [32, 16, 8], [1.0, 0.5, 2.0]
+POOLING = {TINY_BACKBONE: "mean", TINY_DECODER: "last"}  # a BERT, and a decoder as it embeds
 
 
 COLUMNS = {"mnrl": ["anchor", "positive", "negative"], "cosent": ["sentence1", "sentence2"]}
 
 
-def _global_batch(loss="mnrl", n_rows=8):
-    tok = tiny_tokenizer()
+def _global_batch(loss="mnrl", n_rows=8, backbone=TINY_BACKBONE):
+    tok = load_tokenizer(backbone, pooling=POOLING[backbone])
     rows = []
     for i in range(n_rows):
         texts = dict(
@@ -43,9 +44,9 @@ def _global_batch(loss="mnrl", n_rows=8):
     return rows, tok.pad_token_id
 
 
-def _encoder():
+def _encoder(backbone=TINY_BACKBONE):
     torch.manual_seed(0)
-    encoder = Encoder(TINY_BACKBONE, chunk_size=None)
+    encoder = Encoder(backbone, POOLING[backbone], chunk_size=None)
     encoder.eval()  # no dropout: both sides must compute the same function
     return encoder
 
@@ -78,14 +79,14 @@ def _loss(encoder, rows, pad_id, rank=0, world=1):
     return _loss_on(embeddings, batch, rank, world)[0]
 
 
-def _worker(rank, world, port, out, loss, cached):
+def _worker(rank, world, port, out, loss, cached, backbone):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     # a lost peer fails the collective after 2 minutes instead of hanging the test run
     dist.init_process_group(
         "gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120)
     )
-    model = torch.nn.parallel.DistributedDataParallel(_encoder())
-    rows, pad_id = _global_batch(loss)
+    model = torch.nn.parallel.DistributedDataParallel(_encoder(backbone))
+    rows, pad_id = _global_batch(loss, backbone=backbone)
     local = rows[rank::world]  # the sampler's sharding
     if cached:
         batch = _collate(local, pad_id)
@@ -111,17 +112,21 @@ def _free_port():
 
 
 @pytest.mark.parametrize(
-    ("loss", "cached"),
-    [("mnrl", False), ("mnrl", True), ("cosent", False)],
-    ids=["mnrl-plain", "mnrl-cached", "cosent-plain"],
-)
-def test_ddp_gradient_equals_single_process_gradient_on_the_global_batch(tmp_path, loss, cached):
+    ("loss", "cached", "backbone"),
+    [("mnrl", False, TINY_BACKBONE), ("mnrl", True, TINY_BACKBONE),
+     ("cosent", False, TINY_BACKBONE), ("mnrl", True, TINY_DECODER)],
+    ids=["mnrl-plain", "mnrl-cached", "cosent-plain", "mnrl-cached-decoder"],
+)  # fmt: skip
+def test_ddp_gradient_equals_single_process_gradient_on_the_global_batch(
+    tmp_path, loss, cached, backbone
+):
     out = tmp_path / "ddp_grads.pt"
-    mp.spawn(_worker, args=(2, _free_port(), str(out), loss, cached), nprocs=2, join=True)
+    args = (2, _free_port(), str(out), loss, cached, backbone)
+    mp.spawn(_worker, args=args, nprocs=2, join=True)
     ddp_grads = torch.load(out, weights_only=True)
 
-    encoder = _encoder()
-    rows, pad_id = _global_batch(loss)
+    encoder = _encoder(backbone)
+    rows, pad_id = _global_batch(loss, backbone=backbone)
     # single process sees the same global batch, ordered as the gather orders it
     ordered = rows[0::2] + rows[1::2]
     _loss(encoder, ordered, pad_id).backward()

@@ -21,8 +21,10 @@ ARGS = [
 
 def _start(run_dir, data_dir, *extra):
     env = {**os.environ, "MRL_DATA_DIR": str(data_dir), "WANDB_MODE": "offline"}
+    keys = {arg.split("=")[0] for arg in extra}
+    args = [arg for arg in ARGS if arg.split("=")[0] not in keys]  # extra replaces an option
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *ARGS, *extra, f"hydra.run.dir={run_dir}"],
+        [sys.executable, str(ROOT / "train.py"), *args, *extra, f"hydra.run.dir={run_dir}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
 
@@ -138,3 +140,24 @@ def test_qat_calibration_and_2d_runs_resume_exactly_after_sigkill(tmp_path, data
         assert (run_dir / name).read_text() == (straight / name).read_text()
     grids = [json.loads((r / "results.json").read_text())["grid"] for r in (run_dir, straight)]
     assert grids[0] == grids[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "model", [["model=tiny_mpnet"], ["model=tiny_decoder", "model.lora.r=4", "optim.lr=1e-3"]],
+    ids=["mpnet", "decoder-lora"],
+)  # fmt: skip
+def test_other_architectures_resume_exactly_after_sigkill(tmp_path, data_dir, model):
+    """The seed recipe's MPNet and a decoder under LoRA (whose checkpoints hold only the
+    adapters) continue after a kill to the numbers of an uninterrupted run."""
+    extra = [*model, "trainer.max_epochs=1", "data.max_train_samples=96"]  # 12 steps
+    straight = tmp_path / "straight"
+    _finish(_start(straight, data_dir, *extra))
+    run_dir = tmp_path / "killed"
+    proc = _start(run_dir, data_dir, *extra)
+    _wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "results.json").exists()
+    _finish(_start(run_dir, data_dir, *extra))
+    assert _scores(run_dir) == _scores(straight)

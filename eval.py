@@ -5,7 +5,7 @@ from pathlib import Path
 
 import hydra
 
-from mrl.common.cli import check_config_choices
+from mrl.common.cli import check_config_choices, hydra_errors_in_one_line
 from mrl.evaluation.evaluate import main  # also registers the resolvers that name the eval folder
 
 
@@ -16,4 +16,5 @@ def evaluate(cfg):
 
 if __name__ == "__main__":
     check_config_choices(sys.argv[1:], Path(__file__).parent / "conf/evaluate", "conf/evaluate")
-    evaluate()
+    with hydra_errors_in_one_line():  # Hydra's own errors as one `error:` line
+        evaluate()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import hydra
 
-from mrl.common.cli import check_config_choices
+from mrl.common.cli import check_config_choices, hydra_errors_in_one_line
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -15,6 +15,13 @@ def train(cfg):
     return main(cfg)
 
 
+def explain(err):
+    from mrl.run.sweep import hydra_error_line
+
+    return hydra_error_line(err)
+
+
 if __name__ == "__main__":
     check_config_choices(sys.argv[1:], Path(__file__).parent / "conf")
-    train()
+    with hydra_errors_in_one_line(explain):  # Hydra's own errors as one `error:` line
+        train()

@@ -17,7 +17,6 @@ plain modes). --push-to-hub uploads a fresh export; offline it stops in one line
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -33,6 +32,7 @@ from mrl.artifacts.model_card import model_card
 from mrl.artifacts.results import RunResults, load_results
 from mrl.artifacts.run_folder import EXPORT_DIR, MRL_INFO, RunFolder
 from mrl.common import hub
+from mrl.common.cli import OneLineParser
 from mrl.common.errors import ConfigError
 from mrl.common.files import default_dir_mode, default_file_mode
 from mrl.data.lengths import usable_positions
@@ -296,7 +296,7 @@ def advised_dim(folder: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Export a run as a sentence-transformers model.")
+    parser = OneLineParser(description="Export a run as a sentence-transformers model.")
     parser.add_argument("run_dir", type=Path, help="a finished run folder")
     parser.add_argument("--out", type=Path, help=f"target folder (default: RUN_DIR/{EXPORT_DIR})")
     parser.add_argument(

@@ -119,6 +119,19 @@ def load_model(model: str, device: str | None, trust_remote_code: bool, workdir:
         raise ConfigError(
             f"model={model!r} could not be loaded: {str(err).splitlines()[0]}"
         ) from None
+    except Exception as err:  # weights cut short (SafetensorError, a torch zip error) or refused
+        import pickle
+
+        from mrl.artifacts.checkpoints import BROKEN, first_line, refused
+
+        if isinstance(err, pickle.UnpicklingError):
+            raise ConfigError(f"model={model!r}: {refused(source)}.") from None
+        if not isinstance(err, BROKEN) and type(err).__name__ != "SafetensorError":
+            raise
+        raise ConfigError(
+            f"model={model!r}: the weights in {source} do not load ({first_line(err)}): a "
+            "file there is cut short or corrupt; copy or export the model again."
+        ) from None
 
 
 def recorded_eval_dims(model: str) -> tuple[list[int], str] | None:

@@ -18,6 +18,7 @@ from typing import Any
 from mrl.artifacts.run_folder import RESULTS
 from mrl.common.errors import ConfigError
 from mrl.common.files import write_atomic
+from mrl.common.numbers import check_finite, strict_json
 
 ByDim = dict[int, float]
 
@@ -98,7 +99,7 @@ class RunResults:
         return {**data, **extra}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+        return strict_json(self.to_dict(), RESULTS, indent=2)  # no NaN: strict JSON
 
 
 def curve_rows(results: RunResults) -> list[dict]:
@@ -218,7 +219,9 @@ def png_bytes(fig) -> bytes:
 def write_run_outputs(
     run_dir: Path, results: RunResults, compare: list[RunResults] | None = None
 ) -> None:
-    """results.json, curve.csv and curve.png in `run_dir`; results.json last (it marks done)."""
+    """results.json, curve.csv and curve.png in `run_dir`; results.json last (it marks done).
+    A score that is NaN or infinite is one line and nothing is written (mrl.common.numbers)."""
+    check_finite(results.to_dict(), f"{run_dir / RESULTS}")
     write_atomic(run_dir / "curve.csv", curve_csv(results))
     write_atomic(run_dir / "curve.png", curve_png(results, compare))
     write_atomic(run_dir / RESULTS, results.to_json())

@@ -9,6 +9,8 @@ A run folder holds (see docs/outputs.md):
   untrained.json       the backbone's scores before training
   curve.csv, curve.png size vs. performance
   checkpoints/last.ckpt  the newest full training state (resume point)
+  checkpoints/previous.ckpt  the one before it, kept when last.ckpt is replaced
+                       (`ckpt_path=previous` resumes from it if last.ckpt is corrupt)
   sentence-transformers/ the export
   csv/metrics.csv      the metrics history (kept across resumes)
   .lock                held by the process training in this folder
@@ -32,6 +34,7 @@ FAILED = "failed.json"
 UNTRAINED = "untrained.json"
 CHECKPOINTS = "checkpoints"
 LAST_CKPT = "last.ckpt"
+PREVIOUS_CKPT = "previous.ckpt"  # the last.ckpt before the newest (mrl.run.reliability)
 EXPORT_DIR = "sentence-transformers"
 METRICS = "csv"
 LOCK = ".lock"
@@ -72,6 +75,10 @@ class RunFolder:
         return self.path / CHECKPOINTS / LAST_CKPT
 
     @property
+    def previous_ckpt(self) -> Path:
+        return self.path / CHECKPOINTS / PREVIOUS_CKPT
+
+    @property
     def export(self) -> Path:
         return self.path / EXPORT_DIR
 
@@ -95,7 +102,38 @@ class RunFolder:
     def resume_checkpoint(self, ckpt_path: str | None) -> str | None:
         """`last` -> this run's last.ckpt (must exist); None -> the newest checkpoint this folder
         has (last.ckpt, or the hpc_ckpt_N.ckpt Lightning writes on SLURM's requeue signal);
-        a path -> that file (must exist)."""
+        `previous` -> checkpoints/previous.ckpt, the one before last.ckpt (for a last.ckpt that
+        is corrupt); a path -> that file (must exist). The one chosen must load (one line
+        naming it otherwise; nothing is deleted)."""
+        path = self._resume_path(ckpt_path)
+        if path is not None:
+            self.check_loads(Path(path))
+        return path
+
+    def check_loads(self, path: Path) -> None:
+        """That the checkpoint `path` loads (memory-mapped, weights_only); else one line with
+        what to do: resume from the previous checkpoint when there is one."""
+        from mrl.artifacts.checkpoints import load_checkpoint
+
+        previous = self.previous_ckpt
+        if previous.is_file() and path.resolve() != previous.resolve():
+            fix = (
+                f"resume from the checkpoint before it ({previous}) with ckpt_path=previous, "
+                f"or delete {path} to start the run over"
+            )
+        else:
+            fix = f"delete {path} to start the run over (nothing else of the run is touched)"
+        load_checkpoint(path, fix + ".", mmap=True)
+
+    def _resume_path(self, ckpt_path: str | None) -> str | None:
+        if ckpt_path == "previous":
+            if not self.previous_ckpt.is_file():
+                raise ConfigError(
+                    f"ckpt_path=previous but {self.previous_ckpt} does not exist (it is kept "
+                    "once last.ckpt has been replaced); run without ckpt_path to resume from "
+                    "last.ckpt."
+                )
+            return str(self.previous_ckpt)
         if ckpt_path == "last":
             if not self.last_ckpt.is_file():
                 raise ConfigError(
@@ -108,7 +146,7 @@ class RunFolder:
             return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
         if not Path(ckpt_path).is_file():
             raise ConfigError(
-                f"ckpt_path={ckpt_path!r} is not a file; give a .ckpt path or 'last'."
+                f"ckpt_path={ckpt_path!r} is not a file; give a .ckpt path, 'last' or 'previous'."
             )
         return ckpt_path
 

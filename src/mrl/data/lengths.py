@@ -49,7 +49,8 @@ def check_length(value, option: str, limit: int | None, model: str) -> None:
 
 
 def model_positions(model) -> int | None:
-    """`usable_positions` of a loaded SentenceTransformer (its first, Transformer, module)."""
+    """`usable_positions` of a loaded SentenceTransformer's backbone (its first, Transformer,
+    module). Its tokenizer is left out: sentence-transformers sets the tokenizer's
+    model_max_length to the folder's own max_seq_length setting, which this may raise."""
     first = model[0] if len(model) else None
-    backbone = getattr(first, "auto_model", None)
-    return usable_positions(getattr(backbone, "config", None), getattr(model, "tokenizer", None))
+    return usable_positions(getattr(getattr(first, "auto_model", None), "config", None))

@@ -46,6 +46,7 @@ from mrl.common.files import write_atomic
 from mrl.common.redact import redact
 from mrl.core.schedule import check_dims
 from mrl.data.beir import BeirSource
+from mrl.data.lengths import check_length, model_positions
 from mrl.data.sources import Source, load_source
 from mrl.evaluation.grid import GRID_PNG, check_grid, grid_png, grid_record, parse_grid
 from mrl.evaluation.metrics import pair_similarities, spearman_of_similarities
@@ -199,6 +200,7 @@ def run(cfg: DictConfig, run_dir: Path) -> RunResults:
     with tempfile.TemporaryDirectory() as workdir:
         model = load_model(cfg.model, cfg.device, cfg.trust_remote_code, Path(workdir))
         if cfg.max_seq_length is not None:
+            check_length(cfg.max_seq_length, "max_seq_length", model_positions(model), cfg.model)
             model.max_seq_length = cfg.max_seq_length
         width = embedding_width(model)
         requested = OmegaConf.to_container(cfg, resolve=True)["dims"]

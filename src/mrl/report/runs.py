@@ -21,6 +21,7 @@ import yaml
 from mrl.artifacts.results import RunResults
 from mrl.artifacts.run_folder import FAILED, RESULTS, RunFolder
 from mrl.common.errors import ConfigError
+from mrl.common.numbers import non_finite
 
 HYDRA_OVERRIDES = Path(".hydra") / "overrides.yaml"
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
@@ -114,6 +115,10 @@ def parse_results(text: str, name: str = RESULTS) -> tuple[dict, RunResults]:
             raise KeyError(f"test score at dim {unscored[0]}")
         if not isinstance(results.overrides, list):
             raise TypeError(f"overrides is a {type(results.overrides).__name__}, not a list")
+        scores = {k: data.get(k) for k in ("test", "validation", "untrained_test", "benchmarks")}
+        bad = non_finite(scores)  # a NaN score is not a result (mrl.common.numbers)
+        if bad:
+            raise ValueError(f"{bad[0]} is {bad[1]}, not computed")
     except KeyError as err:
         raise ValueError(f"{name} is not a valid results file (no {err.args[0]})") from None
     except (TypeError, ValueError, AttributeError) as err:

@@ -1,10 +1,11 @@
 """One check pass over the whole composed training config, before anything expensive.
 
-Every option's type and range, the options that are each valid but impossible together (or on
-this machine), the backbone's tokenizer, and that the run folder can be written: each problem
-is one ConfigError line naming the option and the fix. Nothing is loaded but the backbone's
-config and tokenizer; no data, no weights, no folder beyond what Hydra made. `OPTIONS` maps
-each option to its value check (`mrl.run.option_values`).
+Every key is one the code reads (`mrl.run.config_keys`), every option's type and range, the
+options that are each valid but impossible together (or on this machine), the backbone's
+tokenizer, and that the run folder can be written: each problem is one ConfigError line naming
+the option and the fix. Nothing is loaded but the backbone's config and tokenizer; no data, no
+weights, no folder beyond what Hydra made. `OPTIONS` maps each option to its value check
+(`mrl.run.option_values`).
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from mrl.artifacts.run_folder import RunFolder
 from mrl.common.errors import ConfigError
 from mrl.core.losses import BASE_LOSSES, base_loss
 from mrl.core.schedule import RULES
+from mrl.data.lengths import check_length, usable_positions
 from mrl.data.mixture import ORDERS
 from mrl.data.sources import Source
-from mrl.encoder.backbone import check_backbone
+from mrl.encoder.backbone import backbone_config, check_backbone, load_tokenizer
 from mrl.encoder.encoder import projection_dim_problem
+from mrl.encoder.lora import lora_problem
 from mrl.encoder.pooling import POOLINGS
+from mrl.run.config_keys import check_keys
 from mrl.run.option_values import (
     batches,
     boolean,
@@ -51,6 +55,8 @@ OPTIONS: dict[str, Callable] = {
     "model.compile": boolean,
     "model.trust_remote_code": boolean,
     "model.projection_dim": projection_dim_problem,
+    "model.lora": lora_problem,
+    "model.gradient_checkpointing": boolean,
     "matryoshka.enabled": boolean,
     "matryoshka.dims": dims_list,
     "matryoshka.rule": one_of(*RULES),
@@ -110,6 +116,7 @@ OPTIONS: dict[str, Callable] = {
         None if isinstance(v, bool) or v == "warn" else "must be true, false or warn"
     ),
     "optimized_metric": optimized_metric,
+    "plan": boolean,  # +plan=true: print the resolved run and stop (mrl.run.build.plan_text)
 }
 
 
@@ -294,9 +301,19 @@ def check_combinations(cfg: DictConfig, trainer: dict) -> None:
         )
 
 
+def check_max_seq_length(cfg: DictConfig) -> None:
+    """data.max_seq_length at most the backbone's usable positions (`mrl.data.lengths`): more
+    would fail at the first long batch, and be written into the export."""
+    name, trust = cfg.model.backbone, cfg.model.trust_remote_code
+    limit = usable_positions(backbone_config(name, trust), load_tokenizer(name, trust))
+    check_length(cfg.data.max_seq_length, "data.max_seq_length", limit, f"model.backbone={name}")
+
+
 def check_config(cfg: DictConfig, trainer: dict, folder: RunFolder) -> None:
-    """The whole check pass: options, combinations, backbone, writable folders."""
+    """The whole check pass: keys, options, combinations, backbone, writable folders."""
+    check_keys(cfg, OPTIONS)  # every key is one the code reads (mrl.run.config_keys)
     check_options(cfg)
     check_combinations(cfg, trainer)
     check_backbone(cfg.model.backbone, cfg.model.trust_remote_code)
+    check_max_seq_length(cfg)
     folder.check_writable()

@@ -1,5 +1,6 @@
-"""Stopping and saving safely: checkpoints written atomically, and SIGTERM/SIGUSR1 turned into
-"save last.ckpt, stop cleanly, resume on the next run"."""
+"""Stopping and saving safely: checkpoints written atomically (the last.ckpt they replace kept
+as previous.ckpt), and SIGTERM/SIGUSR1 turned into "save last.ckpt, stop cleanly, resume on the
+next run"."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import signal
 import sys
 import tempfile
 import threading
+import zipfile
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from mrl.artifacts.run_folder import LAST_CKPT, PREVIOUS_CKPT
 from mrl.common.files import WriteError, default_file_mode
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
@@ -20,7 +23,11 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint to a temp file in its folder, then renames it into place: a crash
-    at any moment leaves the previous checkpoint or the new one, never half of one."""
+    at any moment leaves the previous checkpoint or the new one, never half of one.
+
+    The last.ckpt it replaces is kept as previous.ckpt (a hard link, so no copy is written):
+    if the newest ever turns out corrupt (a copy cut short, a bad disk), `ckpt_path=previous`
+    resumes from the one before. It costs the disk space of one more checkpoint."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         path = Path(path)
@@ -30,6 +37,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.chmod(tmp, default_file_mode())
         try:
             super().save_checkpoint(checkpoint, tmp, storage_options)
+            if path.name == LAST_CKPT and zipfile.is_zipfile(path):  # never keep a corrupt one
+                keep_previous(path, path.with_name(PREVIOUS_CKPT))
             os.replace(tmp, path)
         except OSError as err:  # disk full, read-only: one line, the old checkpoint stays
             Path(tmp).unlink(missing_ok=True)
@@ -37,6 +46,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def keep_previous(path: Path, previous: Path) -> None:
+    """`path` also as `previous` (replacing an older one), before `path` is replaced: a hard
+    link renamed into place, so `path` never goes missing; a rename where links do not work."""
+    link = previous.with_name(f".{previous.name}.tmp")
+    link.unlink(missing_ok=True)
+    try:
+        os.link(path, link)
+        os.replace(link, previous)
+    except OSError:
+        link.unlink(missing_ok=True)
+        os.replace(path, previous)
 
 
 class StopOnSignal(L.Callback):

@@ -9,14 +9,14 @@ on the renormalised prefix, as in mrl.retrieval), their recall@10 against full-w
 this query, the search latency, and the bytes per float32 embedding (4 * dim). MODEL is anything
 eval.py takes (Hub id, model folder, run folder). The corpus is `--corpus` (JSON Lines with a
 `text` field) or the documents of mrl.retrieval's default corpus under $MRL_DATA_DIR. Its
-embeddings are cached in `--cache-dir` (default outputs/demo_cache), keyed by the model path,
+embeddings are cached in `--cache-dir` (default $MRL_OUTPUT_DIR/demo_cache, else
+outputs/demo_cache), keyed by the model path,
 the model's output on a probe sentence and the corpus texts, so later starts take seconds.
 Standard library server and one page of vanilla JS: no web framework.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import html
@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 
+from mrl.common.cli import OneLineParser
 from mrl.common.errors import ConfigError
 from mrl.evaluation.retrieval import prefix
 from mrl.tools.retrieval import FINAL_K, default_corpus, read_texts
@@ -76,7 +77,14 @@ def corpus_embeddings(model, model_name: str, texts: list[str], cache_dir: Path)
     key = hashlib.sha256(name.encode() + probe.tobytes() + "\0".join(texts).encode())
     path = cache_dir / f"{slug(model_name)[-80:]}-{key.hexdigest()[:16]}.npz"
     if path.is_file():
-        docs = np.load(path)["docs"]
+        try:
+            with np.load(path, allow_pickle=False) as cached:
+                docs = cached["docs"]
+        except (OSError, ValueError, KeyError, EOFError) as err:
+            raise ConfigError(
+                f"the embedding cache {path} does not load ({str(err).splitlines()[0]}); delete "
+                "it and the corpus is encoded again."
+            ) from None
         if len(docs) == len(texts):
             print(f"loaded {len(texts)} cached embeddings from {path}", flush=True)
             return docs
@@ -177,14 +185,19 @@ def make_handler(model, texts: list[str], searcher: Searcher, page: str):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Search a corpus live at every prefix size.")
+    parser = OneLineParser(description="Search a corpus live at every prefix size.")
     parser.add_argument("model", help="Hub id, model folder or run folder")
     parser.add_argument("--corpus", type=Path, help="JSON Lines with a text field")
     parser.add_argument("--dims", type=int, nargs="+", help="slider dims (default: eval dims)")
     parser.add_argument("--port", type=int, default=7860, help="0 picks a free port")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--cache-dir", type=Path, default=Path("outputs/demo_cache"))
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (127.0.0.1)")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None,
+        help="corpus embeddings cache (default: $MRL_OUTPUT_DIR/demo_cache or outputs/demo_cache)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.cache_dir is None:
+        args.cache_dir = Path(os.environ.get("MRL_OUTPUT_DIR") or "outputs") / "demo_cache"
     try:
         if args.corpus:
             texts = read_texts(args.corpus)

@@ -30,8 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mrl.common.cli import OneLineParser
 from mrl.common.errors import ConfigError
 from mrl.common.files import write_atomic
+from mrl.common.numbers import strict_json
+from mrl.data.lengths import check_length, model_positions
 from mrl.data.sources import json_objects
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -48,6 +51,16 @@ class MiningRule:
     margin: float = 0.05
 
     def check(self, pool_size: int) -> None:
+        if not -1 < self.margin < 2:  # cosines lie in [-1, 1]: a gap of 2 or more drops all
+            raise ConfigError(
+                f"--margin {self.margin} must be a number in [0, 2) (how far below the "
+                "anchor's positive a negative's similarity must be; 0 = no margin, e.g. 0.05)."
+            )
+        if self.margin < 0:
+            raise ConfigError(
+                f"--margin {self.margin} is negative: it would keep candidates MORE similar "
+                "than the anchor's own positive (likely false negatives); use 0 or more, e.g. 0.05."
+            )
         if self.k < 1:
             raise ConfigError(f"--k {self.k} must be >= 1 (negatives per anchor).")
         if not 0 <= self.rank_lo < self.rank_hi:
@@ -166,6 +179,8 @@ def mine(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as workdir:
         model = load_model(args.model, args.device, False, Path(workdir))
         if args.max_seq_length:
+            limit = model_positions(model)
+            check_length(args.max_seq_length, "--max-seq-length", limit, args.model)
             model.max_seq_length = args.max_seq_length
 
         def encode(texts):
@@ -211,31 +226,58 @@ def mine(args: argparse.Namespace) -> dict:
         "rows_dropped": len(rows) - len(lines), "pool_size": len(pool_texts),
         "positive_similarity": _quantiles(kept_pos), "negative_similarity": _quantiles(kept_neg),
     }  # fmt: skip
+    summary_json = strict_json(summary, f"{args.out}.mine.json", indent=2)
     write_atomic(args.out, "\n".join(lines) + "\n")
-    write_atomic(Path(f"{args.out}.mine.json"), json.dumps(summary, indent=2) + "\n")
+    write_atomic(Path(f"{args.out}.mine.json"), summary_json + "\n")
     return summary
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mrl.mine", description=__doc__.split("\n")[0])
-    parser.add_argument("model")
-    parser.add_argument("data", type=Path)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--k", type=int, default=3)
-    parser.add_argument("--ranks", type=int, nargs=2, default=[10, 100], metavar=("LO", "HI"))
-    parser.add_argument("--margin", type=float, default=0.05)
-    parser.add_argument("--anchor", default="anchor")
-    parser.add_argument("--positive", default="positive")
-    parser.add_argument("--where", nargs="*", default=[], metavar="FIELD=VALUE")
-    parser.add_argument("--pool", type=Path, default=None)
-    parser.add_argument("--pool-column", default="text")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--max-seq-length", type=int, default=None)
-    parser.add_argument("--device", default=None)
+    parser = OneLineParser(prog="python -m mrl.mine", description=__doc__.split("\n")[0])
+    parser.add_argument("model", help="Hub id, model folder or run folder to encode with")
+    parser.add_argument("data", type=Path, help="JSON Lines of (anchor, positive) rows")
+    parser.add_argument(
+        "--out", type=Path, required=True,
+        help="a new .jsonl for the mined rows (+ FILE.mine.json); never an existing file",
+    )  # fmt: skip
+    parser.add_argument("--k", type=int, default=3, help="negatives per anchor (3)")
+    parser.add_argument(
+        "--ranks", type=int, nargs=2, default=[10, 100], metavar=("LO", "HI"),
+        help="negatives come from candidate ranks [LO, HI), 0 = most similar (10 100)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--margin", type=float, default=0.05,
+        help="a negative's similarity is at most the positive's minus this, in [0, 2) (0.05)",
+    )  # fmt: skip
+    parser.add_argument("--anchor", default="anchor", help="field of the anchor text (anchor)")
+    parser.add_argument(
+        "--positive", default="positive", help="field of the positive text (positive)"
+    )
+    parser.add_argument(
+        "--where", nargs="*", default=[], metavar="FIELD=VALUE",
+        help="keep only the rows whose FIELD is VALUE, e.g. label=0",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pool", type=Path, default=None,
+        help="JSON Lines of candidate texts (default: the positives of DATA)",
+    )  # fmt: skip
+    parser.add_argument("--pool-column", default="text", help="field of --pool's texts (text)")
+    parser.add_argument("--batch-size", type=int, default=64, help="texts per encode call (64)")
+    parser.add_argument(
+        "--max-seq-length", type=int, default=None,
+        help="tokens per text (default: the model's own; at most what it can take)",
+    )  # fmt: skip
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if any)")
     args = parser.parse_args(argv)
     try:
         if args.out.exists():
             raise ConfigError(f"--out {args.out} exists; give a new file (nothing is overwritten).")
+        if Path(f"{args.out}.mine.json").exists():
+            raise ConfigError(f"{args.out}.mine.json exists; give another --out.")
+        for option, value in (("--batch-size", args.batch_size),
+                              ("--max-seq-length", args.max_seq_length)):  # fmt: skip
+            if value is not None and value < 1:
+                raise ConfigError(f"{option} {value} must be a whole number >= 1.")
         summary = mine(args)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

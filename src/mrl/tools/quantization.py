@@ -22,7 +22,6 @@ the gold scores replaced by their source and hash), for intervals on a differenc
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import math
@@ -33,7 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from mrl.artifacts.results import png_bytes
+from mrl.common.cli import OneLineParser
 from mrl.common.errors import ConfigError
+from mrl.common.numbers import check_finite
 
 KINDS = ("float32", "float16", "int8", "binary")
 STSB_TEST = {
@@ -242,18 +243,25 @@ def markdown(curves: dict[str, list[dict]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="STS-B Spearman vs bytes: truncation x storage.")
+    parser = OneLineParser(description="STS-B Spearman vs bytes: truncation x storage.")
     parser.add_argument("models", nargs="+", help="Hub ids, model folders or run folders")
     parser.add_argument("--name", nargs="+", help="a short name per model for the table/plot")
     parser.add_argument("--dims", type=int, nargs="+", help="default: each model's eval dims")
-    parser.add_argument("--calibration-size", type=int, default=2000)
-    parser.add_argument("--out", type=Path, default=Path("outputs/quantization"))
+    parser.add_argument(
+        "--calibration-size", type=int, default=2000,
+        help="training anchors whose embeddings set the int8 ranges and binary thresholds (2000)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--out", type=Path, default=Path("outputs/quantization"),
+        help="folder for quantization.csv/.md/.png and pairs/ (outputs/quantization)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     names = args.name or [Path(m).name for m in args.models]
     try:
         if len(names) != len(args.models):
             raise ConfigError(f"--name gives {len(names)} names for {len(args.models)} models.")
         curves, sims, gold = evaluate_models(args, names)
+        check_finite(curves, "quantization")  # a NaN Spearman: one line, nothing written
         from mrl.common.files import write_atomic
 
         try:

@@ -20,7 +20,6 @@ test as distractors. `--queries` / `--corpus` take JSON Lines files with a `text
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -31,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mrl.common.cli import OneLineParser
 from mrl.common.errors import ConfigError
+from mrl.common.numbers import strict_json
 from mrl.evaluation.retrieval import prefix
 from mrl.tools.binary_search import binary_rerank_search, model_thresholds
 
@@ -241,7 +242,7 @@ def plan(model: str, width: int, d_small: list[int] | None, funnels: list | None
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Shortlist-then-rerank retrieval by prefix size.")
+    parser = OneLineParser(description="Shortlist-then-rerank retrieval by prefix size.")
     parser.add_argument("model", help="Hub id, model folder or run folder")
     parser.add_argument(
         "--d-small",
@@ -249,7 +250,9 @@ def main(argv: list[str] | None = None) -> None:
         nargs="+",
         help="shortlist dims (default: see mrl.tools.retrieval.plan)",
     )
-    parser.add_argument("--k", type=int, nargs="+", default=[20, 50, 100])
+    parser.add_argument(
+        "--k", type=int, nargs="+", default=[20, 50, 100], help="shortlist sizes (20 50 100)"
+    )
     parser.add_argument(
         "--funnel", action="append", help="stages dim:k,... e.g. 32:200,64:100,128:50 (repeatable)"
     )
@@ -258,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--queries", type=Path, help="JSON Lines with a text field")
     parser.add_argument("--corpus", type=Path, help="JSON Lines with a text field")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=128, help="texts per encode call (128)")
     parser.add_argument("--out", type=Path, help="write the table here (markdown) and as .json")
     args = parser.parse_args(argv)
     try:
@@ -291,9 +294,12 @@ def main(argv: list[str] | None = None) -> None:
         if args.out:
             from mrl.common.files import write_atomic
 
+            for path in (args.out, args.out.with_suffix(".json")):
+                if path.exists():  # an input, or a file this run did not make
+                    raise ConfigError(f"--out: {path} exists; give a new file name.")
+            payload = strict_json({"title": title, "rows": rows}, "retrieval", indent=2)
             write_atomic(args.out, table)
-            payload = {"title": title, "rows": rows}
-            write_atomic(args.out.with_suffix(".json"), json.dumps(payload, indent=2))
+            write_atomic(args.out.with_suffix(".json"), payload)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -107,11 +107,12 @@ def export_encoder(
     results: RunResults | dict | None = None,
     note: str | None = None,
     repo_id: str | None = None,
+    onnx: bool = False,
 ) -> Path:
     """Write `encoder` (an `mrl.encoder.encoder.Encoder`) and `tokenizer` as a sentence-transformers
     folder at `out`, which must not exist yet. `results` (a RunResults or its dict form) fill
     the model card and mrl.json; `note` replaces the card's table, `repo_id` names the model
-    in it (see `model_card`)."""
+    in it (see `model_card`); `onnx` also writes onnx/model.onnx (`mrl.artifacts.onnx`)."""
     out = Path(out)
     if isinstance(results, dict):
         results = RunResults.from_dict(results)
@@ -159,6 +160,10 @@ def export_encoder(
         for name, content in files.items():
             (tmp / name).write_text(json.dumps(content, indent=2))
         (tmp / "README.md").write_text(model_card(results, backbone, width, note, repo_id))
+        if onnx:
+            from mrl.artifacts.onnx import export_onnx
+
+            export_onnx(encoder, tokenizer, tmp)
         _chmod_tree(tmp)
         tmp.rename(out)
     except BaseException:
@@ -194,9 +199,11 @@ def export_run(
     allow_earlier: bool = False,
     repo_id: str | None = None,
     layers: int | None = None,
+    onnx: bool = False,
 ) -> Path:
     """Export a finished run from its results.json and checkpoints/last.ckpt; `layers=K`: its
-    encoder cut to the first K layers (default folder `sentence-transformers-L<K>/`).
+    encoder cut to the first K layers (default folder `sentence-transformers-L<K>/`); `onnx`:
+    with onnx/model.onnx.
 
     Runs made before last.ckpt was saved at the end may hold an earlier step's weights; those
     export only with `allow_earlier` (the model card then says which step, without the table).
@@ -229,7 +236,9 @@ def export_run(
         encoder = cut_to_depth(encoder, layers)
         out = out if out != run.export else run.path / f"{EXPORT_DIR}-L{layers}"
         note = f"the first {layers} of the run's {depth} layers; the run's table is for all {depth}"
-    return export_encoder(encoder, tokenizer, out, max_len, backbone, results, note, repo_id)
+    return export_encoder(
+        encoder, tokenizer, out, max_len, backbone, results, note, repo_id, onnx=onnx
+    )
 
 
 def push_run(
@@ -314,6 +323,12 @@ def main(argv: list[str] | None = None) -> None:
         "--private", action="store_true", help="with --push-to-hub: make a new repo private"
     )
     parser.add_argument("--layers", type=int, help="export the encoder cut to its first K layers")
+    parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also write onnx/model.onnx (inputs input_ids, attention_mask; outputs "
+        "last_hidden_state, sentence_embedding), for onnxruntime; docs/backbones.md",
+    )
     args = parser.parse_args(argv)
     import transformers
 
@@ -331,8 +346,9 @@ def main(argv: list[str] | None = None) -> None:
             )  # fmt: skip
         else:
             out = export_run(
-                args.run_dir, args.out, args.allow_earlier_checkpoint, layers=args.layers
-            )
+                args.run_dir, args.out, args.allow_earlier_checkpoint, layers=args.layers,
+                onnx=args.onnx,
+            )  # fmt: skip
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import shutil
 import signal
 import sys
@@ -130,6 +131,23 @@ def test_appended_key_fuzz_plans_or_stops_in_one_line(data_dir, run_main, tmp_pa
 # ---- train.py's own command line: Hydra's errors and sweeps, in one line ----
 
 
+def logging_state() -> dict:
+    loggers = [logging.root, *(v for v in logging.Logger.manager.loggerDict.values()
+                               if isinstance(v, logging.Logger))]  # fmt: skip
+    return {lg: (list(lg.handlers), lg.level, lg.disabled, lg.propagate) for lg in loggers}
+
+
+def restore_logging(saved: dict) -> None:
+    for logger in [logging.root, *logging.Logger.manager.loggerDict.values()]:
+        if isinstance(logger, logging.Logger):
+            handlers, level, disabled, propagate = saved.get(
+                logger, ([], logging.NOTSET, False, True)
+            )
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
+            logger.disabled, logger.propagate = disabled, propagate
+
+
 def train_py(argv: list[str], monkeypatch, capsys, choices=True) -> tuple[int, list[str]]:
     """`python train.py <argv>` in-process (the root shim's main block); (status, stderr lines)."""
     import hydra
@@ -142,6 +160,7 @@ def train_py(argv: list[str], monkeypatch, capsys, choices=True) -> tuple[int, l
     )
     monkeypatch.setattr(sys, "argv", ["train.py", *argv])
     GlobalHydra.instance().clear()
+    saved = logging_state()  # Hydra configures logging onto this test's captured stderr
     try:
         if choices:
             check_config_choices(argv, CONF)
@@ -152,6 +171,7 @@ def train_py(argv: list[str], monkeypatch, capsys, choices=True) -> tuple[int, l
         code = stop.code
     finally:
         GlobalHydra.instance().clear()
+        restore_logging(saved)
     err = capsys.readouterr().err
     assert "Traceback" not in err, err
     return code, [line for line in err.splitlines() if line.startswith("error:")]

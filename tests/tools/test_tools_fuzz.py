@@ -10,6 +10,7 @@ import io
 import shutil
 import signal
 import string
+import tempfile
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -123,10 +124,9 @@ def run_tool(tool: str, argv: list[str]) -> tuple[int, str]:
 )
 def test_every_tool_runs_or_stops_in_one_line(inputs, tmp_path, monkeypatch, tool_option, values):
     tool, option = tool_option
-    out = tmp_path / f"out-{abs(hash((tool, option, tuple(values))))}"
+    out = Path(tempfile.mkdtemp(dir=tmp_path, prefix="out-"))  # new for every example
     argv = argv_for(tool, inputs, out, option, values)
-    workdir = tmp_path / f"cwd-{out.name}"  # a relative --out (e.g. `-1`) lands here
-    workdir.mkdir()
+    workdir = Path(tempfile.mkdtemp(dir=tmp_path, prefix="cwd-"))  # a relative --out lands here
     monkeypatch.chdir(workdir)
     before = tree_hashes(inputs)
     code, err = run_tool(tool, argv)
@@ -138,8 +138,7 @@ def test_every_tool_runs_or_stops_in_one_line(inputs, tmp_path, monkeypatch, too
         errors = [line for line in lines if line.startswith("error:")]
         assert len(errors) == 1, f"{argv}: {lines[-5:]}"
         assert not any(out.rglob("*")) and not any(workdir.iterdir()), f"{argv} left files"
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.rmtree(workdir, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)  # (workdir stays: it is the current folder)
 
 
 @pytest.mark.parametrize("tool", sorted(OPTIONS))

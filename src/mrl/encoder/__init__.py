@@ -1,6 +1,6 @@
 """The sentence encoder: where a backbone and its tokenizer come from (`backbone`), pooling
-(`pooling`), the encoder module with its optional projection head and length-grouped chunks
-(`encoder`), an encoder cut to its first K layers (`depth`), and the cached (GradCache-style)
+(`pooling`), LoRA adapters (`lora`), the encoder module with its optional projection head,
+gradient checkpointing and length-grouped chunks (`encoder`), an encoder cut to its first K layers (`depth`), and the cached (GradCache-style)
 step (`cached`). It knows nothing about the loss or the data.
 
 May import: mrl.common, mrl.core.

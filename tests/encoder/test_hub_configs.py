@@ -84,6 +84,8 @@ def test_qwen3_embedding_config_trains_with_lora_checkpointing_and_its_prompt(
     assert results["config"]["model"]["gradient_checkpointing"] is True
     model = SentenceTransformer(str(run_dir / EXPORT_DIR), device="cpu")
     assert model[1].pooling_mode == "lasttoken"
-    # the query instruction under its column's name; the STS one is what encode() uses by default
+    # the query instruction under its column's name; the STS one is the default prompt
     assert model.prompts["anchor"].startswith("Instruct: Given a web search query")
-    assert model.prompts[model.default_prompt_name].startswith("Instruct: Retrieve semantically")
+    st_config = json.loads((run_dir / EXPORT_DIR / "config_sentence_transformers.json").read_text())
+    default = st_config["prompts"][st_config["default_prompt_name"]]
+    assert default.startswith("Instruct: Retrieve semantically")

@@ -1,6 +1,8 @@
 """Quantization-aware training (mrl.core.qat): the quantizers match evaluation's, the
 straight-through gradients, the running calibration resumes exactly, and bad terms are one line."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,7 @@ from mrl.core.qat import (
     binary_codes,
     check_qat_terms,
     fake_int8,
+    parse_qat_terms,
     qat_loss,
 )
 from mrl.tools.quantization import Calibration
@@ -107,6 +110,47 @@ def test_the_term_trains_the_quantized_prefix_and_weight_zero_computes_nothing()
 def test_bad_terms_are_one_line(term, message):
     with pytest.raises(ConfigError, match=message):
         check_qat_terms([term], [64, 32, 12])
+
+
+def test_terms_are_held_to_the_width_and_the_dims_the_run_trains():
+    schedule = [64, 32, 16]
+    with pytest.raises(ConfigError, match="dim 128 is beyond the embedding width 64"):
+        check_qat_terms([QatTerm(128, "int8")], schedule)
+    with pytest.raises(ConfigError, match=r"dim 32 is not trained in this run \(why\), so only"):
+        check_qat_terms([QatTerm(32, "binary")], schedule, [64], "why")
+    with pytest.raises(ConfigError, match="listed twice"):
+        check_qat_terms([QatTerm(32, "int8"), QatTerm(32, "int8", 0.5)], schedule)
+    with pytest.raises(ConfigError, match="weight nan must be >= 0"):
+        check_qat_terms([QatTerm(32, "int8", float("nan"))], schedule)
+    # a weight-0 term computes nothing, so an untrained dim is fine; int8 and binary may share one
+    check_qat_terms([QatTerm(32, "binary", 0.0), QatTerm(64, "int8"), QatTerm(64, "binary")],
+                    schedule, [64], "why")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (16, "qat.terms=16 must be a list"),
+        ("binary", "qat.terms='binary' must be a list"),
+        ([[16, "binary"]], "must be a mapping like {dim: 64, precision: binary"),
+        ([{"dim": 16}], "has no precision"),
+        ([{"precision": "int8"}], "has no dim"),
+        ([{"dim": 16.5, "precision": "int8"}], "dim 16.5 must be a whole number >= 1"),
+        ([{"dim": True, "precision": "int8"}], "dim True must be a whole number >= 1"),
+        ([{"dim": 16, "precision": "int8", "weight": "1"}], "weight '1' must be a number"),
+        ([{"dim": 16, "precision": "int8", "dims": 1}], "'dims' is not a key of a term"),
+        ([{"dim": 16, "precsion": "int8"}], "did you mean precision?"),
+    ],
+)
+def test_bad_term_shapes_are_one_line(raw, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_qat_terms(raw)
+
+
+def test_terms_parse_with_a_default_weight():
+    raw = [{"dim": 16, "precision": "binary"}, {"dim": 8, "precision": "int8", "weight": 2}]
+    assert parse_qat_terms(raw) == [QatTerm(16, "binary", 1.0), QatTerm(8, "int8", 2.0)]
+    assert parse_qat_terms(None) == parse_qat_terms([]) == []
 
 
 # ---- binary shortlist, float rerank ----

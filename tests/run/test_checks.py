@@ -62,6 +62,56 @@ def test_bad_option_is_one_line_before_any_work(
     assert message in line
 
 
+BINARY16 = "qat.terms=[{dim: 16, precision: binary}]"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        # settings that are each valid but impossible in this run (tiny: width 32)
+        ([BINARY16, "matryoshka.enabled=false"], "dim 16 is not trained in this run "
+         "(matryoshka.enabled=false trains the full width only), so only its quantized prefix "
+         "would be; quantize a trained dim (32)"),
+        ([BINARY16, "matryoshka.fixed_dim=8"], "(matryoshka.fixed_dim=8 trains that prefix only)"),
+        ([BINARY16, "matryoshka.weights=[1,0,1,1]"], "matryoshka.weights gives it weight 0"),
+        (["qat.terms=[{dim: 64, precision: int8}]"], "dim 64 is beyond the embedding width 32"),
+        ([BINARY16, "qat.warmup_steps=5", "trainer.max_steps=5"],
+         "qat.warmup_steps=5 is not below the 5 training steps (trainer.max_steps)"),
+        # an epoch-bound run: 48 triplets in batches of 16 are 3 steps, known once data is read
+        ([BINARY16, "qat.warmup_steps=3", "data.batch_size=16"],
+         "qat.warmup_steps=3 is not below the 3 training steps (trainer.max_epochs x batches"),
+        # shapes that were tracebacks (int('abc'), KeyError, 'int' object is not iterable) or
+        # ignored (a misspelt key)
+        (["qat.terms=[{dim: abc, precision: binary}]"], "dim 'abc' must be a whole number"),
+        (["qat.terms=[{dim: 16}]"], "has no precision"),
+        (["qat.terms=16"], "qat.terms=16 must be a list of {dim: 64, precision: binary"),
+        (["qat.terms=[16]"], "qat.terms entry 16 must be a mapping"),
+        (["qat.terms=[{dim: 16, precision: binary, wieght: 2}]"],
+         "'wieght' is not a key of a term, so it would be ignored; did you mean weight?"),
+        (["qat.terms=[{dim: 16, precision: int8},{dim: 16, precision: int8}]"], "listed twice"),
+        (["qat.terms=[{dim: 16, precision: int4}]"], "precision 'int4' does not exist"),
+        (["qat.estimator=nope"], "qat.estimator='nope' must be one of ste, tanh"),
+    ],
+)  # fmt: skip
+def test_qat_settings_impossible_in_their_run_are_one_line_in_the_plan(
+    data_dir, run_main, tmp_path, capsys, overrides, message
+):
+    line = _fails_in_one_line(run_main, tmp_path / "run", [*overrides, "+plan=true"], capsys)
+    assert message in line, line
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [  # the baseline with QAT at its full width; a fixed-dim run with QAT at its dim
+        ["qat.terms=[{dim: 32, precision: binary}]", "matryoshka.enabled=false"],
+        [BINARY16, "matryoshka.fixed_dim=16", "qat.warmup_steps=1", "trainer.max_steps=2"],
+    ],
+)
+def test_qat_at_a_trained_dim_plans(data_dir, run_main, tmp_path, capsys, overrides):
+    run_main([*MRL, *overrides, "+plan=true"], tmp_path / "run")
+    assert "schedule dims" in capsys.readouterr().out
+
+
 def test_backbone_folder_without_tokenizer_files_is_refused(data_dir, run_main, tmp_path, capsys):
     from transformers import BertModel
 
@@ -149,6 +199,7 @@ FUZZED_OPTIONS = [
     "callbacks.checkpoint_every_n_steps", "trainer.max_epochs", "trainer.max_steps",
     "trainer.precision", "trainer.devices", "trainer.accumulate_grad_batches",
     "trainer.log_every_n_steps", "trainer.gradient_clip_val", "trainer.limit_train_batches",
+    "qat.terms", "qat.warmup_steps", "qat.estimator",
 ]  # fmt: skip
 
 scalars = st.one_of(

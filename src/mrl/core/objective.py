@@ -28,7 +28,14 @@ from mrl.core.layers import (
 )
 from mrl.core.matryoshka import GlobalBatch, MatryoshkaLoss
 from mrl.core.matryoshka2d import matryoshka_2d_loss
-from mrl.core.qat import ESTIMATORS, QatTerm, RunningCalibration, check_qat_terms, qat_loss
+from mrl.core.qat import (
+    ESTIMATORS,
+    RunningCalibration,
+    check_qat_terms,
+    parse_qat_terms,
+    qat_loss,
+)
+from mrl.core.schedule import why_untrained
 
 QAT_DEFAULTS = {"terms": [], "warmup_steps": 0, "momentum": 0.01, "estimator": "ste", "beta": 10.0}
 
@@ -64,9 +71,10 @@ class TrainingObjective(nn.Module):
             self.alignment_weight = float(m["alignment_weight"])
             self.alignment_temperature = float(m["alignment_temperature"])  # > 0: mrl.run.checks
         q = {**QAT_DEFAULTS, **(qat or {})}
-        self.qat_terms = [QatTerm(int(t["dim"]), str(t["precision"]), float(t.get("weight", 1.0)))
-                          for t in q["terms"] or []]  # fmt: skip
-        check_qat_terms(self.qat_terms, dims)
+        self.qat_terms = parse_qat_terms(q["terms"])
+        loss = next(iter(losses.values()))
+        trained_dims = [d for d, w in zip(dims, loss.train_weights, strict=True) if w != 0]
+        check_qat_terms(self.qat_terms, dims, trained_dims, why_untrained(m))
         if q["estimator"] not in ESTIMATORS:
             raise ConfigError(f"qat.estimator={q['estimator']!r} is unknown; use ste or tanh.")
         self.qat_settings = q

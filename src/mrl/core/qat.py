@@ -21,7 +21,9 @@ Plain torch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -97,15 +99,64 @@ class QatTerm:
     weight: float = 1.0
 
 
-def check_qat_terms(terms: Sequence[QatTerm], schedule_dims: Sequence[int]) -> None:
-    """One line for a precision that does not exist, a dim outside the schedule, or a binary
-    dim that is not a whole number of bytes."""
+TERM_KEYS = ("dim", "precision", "weight")
+TERM_SHAPE = "{dim: 64, precision: binary, weight: 1.0}"
+
+
+def parse_qat_terms(raw) -> list[QatTerm]:
+    """`qat.terms` (a list of {dim, precision, weight}) as QatTerms; its shape in one line each:
+    not a list, an entry that is not a mapping, a missing or unknown key (with the nearest one),
+    a dim that is not a whole number >= 1, a weight that is not a number."""
+    if raw is None:
+        return []
+    if isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence):
+        raise ConfigError(f"qat.terms={raw!r} must be a list of {TERM_SHAPE} entries (or []).")
+    terms = []
+    for entry in raw:
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"qat.terms entry {entry!r} must be a mapping like {TERM_SHAPE}.")
+        where = f"qat.terms entry {dict(entry)}"
+        for key in entry:
+            if key not in TERM_KEYS:
+                near = difflib.get_close_matches(str(key), TERM_KEYS, n=1, cutoff=0.5)
+                hint = f"did you mean {near[0]}?" if near else f"it takes {', '.join(TERM_KEYS)}."
+                raise ConfigError(f"{where}: {key!r} is not a key of a term, so it would be "
+                                  f"ignored; {hint}")  # fmt: skip
+        for key in ("dim", "precision"):
+            if key not in entry:
+                raise ConfigError(f"{where} has no {key}; give all of {TERM_SHAPE}.")
+        dim, weight = entry["dim"], entry.get("weight", 1.0)
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ConfigError(f"{where}: dim {dim!r} must be a whole number >= 1, e.g. 64.")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise ConfigError(f"{where}: weight {weight!r} must be a number >= 0, e.g. 1.0.")
+        terms.append(QatTerm(dim, str(entry["precision"]), float(weight)))
+    return terms
+
+
+def check_qat_terms(
+    terms: Sequence[QatTerm],
+    schedule_dims: Sequence[int],
+    trained_dims: Sequence[int] | None = None,
+    why_untrained: str = "its weight is 0",
+) -> None:
+    """One line for a precision that does not exist, a dim beyond the width or outside the
+    schedule, a binary dim that is not a whole number of bytes, a negative or non-finite
+    weight, a term listed twice, and a weighted term at a dim the run does not train
+    (`trained_dims`; e.g. the baseline trains the full width only, `why_untrained` says why):
+    its quantized prefix would be trained while its float prefix is not."""
+    seen = set()
     for term in terms:
         where = f"qat.terms entry {{dim: {term.dim}, precision: {term.precision}}}"
         if term.precision not in PRECISIONS:
             raise ConfigError(
                 f"{where}: precision {term.precision!r} does not exist; use "
                 f"{' or '.join(PRECISIONS)}."
+            )
+        if schedule_dims and term.dim > max(schedule_dims):
+            raise ConfigError(
+                f"{where}: dim {term.dim} is beyond the embedding width {max(schedule_dims)}; "
+                f"quantize a prefix of the schedule {list(schedule_dims)}."
             )
         if term.dim not in schedule_dims:
             raise ConfigError(
@@ -117,8 +168,21 @@ def check_qat_terms(terms: Sequence[QatTerm], schedule_dims: Sequence[int]) -> N
                 f"{where}: a binary prefix of {term.dim} dims is not a whole number of bytes; use "
                 "a multiple of 8."
             )
-        if term.weight < 0:
+        if not math.isfinite(term.weight) or term.weight < 0:
             raise ConfigError(f"{where}: weight {term.weight} must be >= 0.")
+        if (term.dim, term.precision) in seen:
+            raise ConfigError(
+                f"{where} is listed twice (each would add its loss); give it once, with the "
+                "summed weight."
+            )
+        seen.add((term.dim, term.precision))
+        if term.weight != 0 and trained_dims is not None and term.dim not in trained_dims:
+            trained = ", ".join(map(str, trained_dims))
+            raise ConfigError(
+                f"{where}: dim {term.dim} is not trained in this run ({why_untrained}), so only "
+                f"its quantized prefix would be; quantize a trained dim ({trained}) or give the "
+                "term weight 0."
+            )
 
 
 def quantized(x: torch.Tensor, precision: str, cal: RunningCalibration, estimator: str, beta):

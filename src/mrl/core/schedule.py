@@ -200,3 +200,28 @@ def fixed_dim_schedule(
         )
     dims = sorted(set(schedule) | {fixed_dim}, reverse=True)
     return dims, [1.0 if d == fixed_dim else 0.0 for d in dims]
+
+
+def training_schedule(
+    matryoshka: dict, width: int, width_source: str | None = None
+) -> tuple[list[int], list[float], list[float]]:
+    """A run's schedule dims, their weights, and the weights its loss trains with, from the
+    `matryoshka` config group and the embedding width: the MatryoshkaModule's schedule, and the
+    check pass's (which holds the QAT terms to the trained dims, `mrl.core.qat`). The baseline
+    (`enabled: false`) trains the full width only; `fixed_dim` trains that prefix only."""
+    m = matryoshka
+    dims = resolve_dims(width, m["dims"], m["rule"], m["min_dim_ratio"], width_source)
+    weights = resolve_weights(dims, m["weights"], given_dims=m["dims"])
+    if m["fixed_dim"] is not None:  # trained for one size: the loss at that prefix only
+        dims, weights = fixed_dim_schedule(dims, m, width, width_source)
+    trained = weights if m["enabled"] else [1.0] + [0.0] * (len(dims) - 1)
+    return dims, weights, trained
+
+
+def why_untrained(matryoshka: dict) -> str:
+    """Why a schedule dim has train weight 0 (for error lines about the dims a run trains)."""
+    if not matryoshka.get("enabled", True):
+        return "matryoshka.enabled=false trains the full width only"
+    if matryoshka.get("fixed_dim") is not None:
+        return f"matryoshka.fixed_dim={matryoshka['fixed_dim']} trains that prefix only"
+    return "matryoshka.weights gives it weight 0"

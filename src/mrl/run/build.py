@@ -27,7 +27,7 @@ from mrl.common.files import write_atomic
 from mrl.common.hub import wandb_mode
 from mrl.common.redact import redact
 from mrl.data.datamodule import MatryoshkaDataModule
-from mrl.run.checks import check_config
+from mrl.run.checks import check_config, check_qat_warmup
 from mrl.run.module import MatryoshkaModule
 from mrl.run.reliability import AtomicCheckpointIO, StopOnSignal
 
@@ -226,6 +226,10 @@ def build(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Run:
     module = build_module(cfg)
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")  # checks the data files before anything is written
+    if cfg.get("qat") is not None and cfg.trainer.max_steps == -1 and cfg.qat.warmup_steps > 0:
+        # the steps of an epoch-bound run are known once the data is (max_steps: check pass)
+        steps = planned_steps(cfg, len(datamodule.train_dataloader()))
+        check_qat_warmup(cfg, steps, "trainer.max_epochs x batches per epoch")
     stop_on_signal = StopOnSignal(folder.last_ckpt)
     trainer = L.Trainer(
         **trainer_kwargs,
@@ -237,14 +241,21 @@ def build(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Run:
     return Run(module, datamodule, trainer, stop_on_signal, ckpt_path)
 
 
+def planned_steps(cfg: DictConfig, per_epoch: int) -> int | None:
+    """The optimizer steps of the run, from `per_epoch` batches (None: not bounded)."""
+    t = cfg.trainer
+    steps = per_epoch * t.max_epochs // t.accumulate_grad_batches if t.max_epochs > 0 else None
+    if t.max_steps != -1:
+        steps = t.max_steps if steps is None else min(steps, t.max_steps)
+    return steps
+
+
 def plan_text(cfg: DictConfig, run: Run, folder: RunFolder) -> str:
     """What `+plan=true` shows: the resolved schedule, steps and batch, without training."""
     m, t, n = run.module, cfg.trainer, cfg.matryoshka.n_dims_per_step
     loader = run.datamodule.train_dataloader()
     per_epoch = len(loader)
-    steps = per_epoch * t.max_epochs // t.accumulate_grad_batches if t.max_epochs > 0 else None
-    if t.max_steps != -1:
-        steps = t.max_steps if steps is None else min(steps, t.max_steps)
+    steps = planned_steps(cfg, per_epoch)
     world = (t.devices if isinstance(t.devices, int) and t.devices > 0 else 1) * t.num_nodes
     losses = dataset_losses(cfg)
     bases = ", ".join(f"{k}: {v}" for k, v in losses.items()) if losses else cfg.loss.name

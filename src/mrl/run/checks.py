@@ -20,12 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 from mrl.artifacts.run_folder import RunFolder
 from mrl.common.errors import ConfigError
 from mrl.core.losses import BASE_LOSSES, base_loss
-from mrl.core.schedule import RULES
+from mrl.core.qat import ESTIMATORS, check_qat_terms, parse_qat_terms
+from mrl.core.schedule import RULES, training_schedule, why_untrained
 from mrl.data.lengths import check_length, usable_positions
 from mrl.data.mixture import ORDERS
 from mrl.data.sources import Source
 from mrl.encoder.backbone import backbone_config, check_backbone, load_tokenizer
-from mrl.encoder.encoder import projection_dim_problem
+from mrl.encoder.encoder import encoder_width, projection_dim_problem
 from mrl.encoder.lora import lora_problem
 from mrl.encoder.pooling import POOLINGS
 from mrl.run.config_keys import check_keys
@@ -69,6 +70,7 @@ OPTIONS: dict[str, Callable] = {
     "qat.warmup_steps": whole(0),
     "qat.momentum": number(0, above=True, below=1.0000001),
     "qat.beta": number(0, above=True),
+    "qat.estimator": one_of(*ESTIMATORS),
     "loss.scale": number(0, above=True),
     "loss.cached_mini_batch_size": whole(1, optional=True),
     "loss.on_nonfinite": one_of("stop", "skip"),
@@ -309,11 +311,50 @@ def check_max_seq_length(cfg: DictConfig) -> None:
     check_length(cfg.data.max_seq_length, "data.max_seq_length", limit, f"model.backbone={name}")
 
 
+def _plain(value):
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def check_qat(cfg: DictConfig, trainer: dict) -> None:
+    """The quantization-aware terms against the run they are in: their shape, precision and
+    dims against the schedule the run trains (`mrl.core.qat.check_qat_terms`; the baseline
+    and `fixed_dim` train one dim only), and a warmup that ends before training does."""
+    qat = cfg.get("qat")
+    if qat is None:
+        return
+    terms = parse_qat_terms(_plain(qat.get("terms")))
+    if not any(t.weight != 0 for t in terms):
+        return
+    m, mc = OmegaConf.to_container(cfg.matryoshka, resolve=True), cfg.model
+    width = encoder_width(mc.backbone, mc.projection_dim, mc.trust_remote_code)
+    source = "model.projection_dim" if mc.projection_dim else None
+    dims, _, trained = training_schedule(m, width, source)
+    trained_dims = [d for d, w in zip(dims, trained, strict=True) if w != 0]
+    check_qat_terms(terms, dims, trained_dims, why_untrained(m))
+    steps = trainer.get("max_steps", -1)
+    if steps != -1:
+        check_qat_warmup(cfg, steps, "trainer.max_steps")
+
+
+def check_qat_warmup(cfg: DictConfig, steps: int, source: str) -> None:
+    """A QAT warmup of at least the run's `steps` (from `source`) never switches the terms on."""
+    qat = cfg.get("qat")
+    warmup = qat.get("warmup_steps", 0) if qat is not None else 0
+    terms = parse_qat_terms(_plain(qat.get("terms")) if qat is not None else None)
+    if warmup >= steps and any(t.weight != 0 for t in terms):
+        raise ConfigError(
+            f"qat.warmup_steps={warmup} is not below the {steps} training steps ({source}), so "
+            f"the quantization-aware terms would never switch on; use qat.warmup_steps < {steps} "
+            f"(e.g. {steps // 10}) or qat=none."
+        )
+
+
 def check_config(cfg: DictConfig, trainer: dict, folder: RunFolder) -> None:
-    """The whole check pass: keys, options, combinations, backbone, writable folders."""
+    """The whole check pass: keys, options, combinations, backbone, QAT, writable folders."""
     check_keys(cfg, OPTIONS)  # every key is one the code reads (mrl.run.config_keys)
     check_options(cfg)
     check_combinations(cfg, trainer)
     check_backbone(cfg.model.backbone, cfg.model.trust_remote_code)
     check_max_seq_length(cfg)
+    check_qat(cfg, trainer)  # the QAT terms against the dims this run trains
     folder.check_writable()

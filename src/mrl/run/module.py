@@ -9,13 +9,7 @@ from mrl.artifacts.pairs import TestPairs
 from mrl.common.errors import ConfigError
 from mrl.core.matryoshka import GlobalBatch, MatryoshkaLoss
 from mrl.core.objective import TrainingObjective
-from mrl.core.schedule import (
-    check_n_dims_per_step,
-    eval_dims,
-    fixed_dim_schedule,
-    resolve_dims,
-    resolve_weights,
-)
+from mrl.core.schedule import check_n_dims_per_step, eval_dims, training_schedule
 from mrl.encoder.cached import cached_step
 from mrl.encoder.encoder import Encoder, encoder_width
 from mrl.evaluation.grid import flat_grid, spearman_grid
@@ -71,19 +65,12 @@ class MatryoshkaModule(L.LightningModule):
         # the embedding width: the projection head's if there is one, else the hidden size
         hidden = encoder_width(mc["backbone"], mc["projection_dim"], mc["trust_remote_code"])
         source = "model.projection_dim" if mc["projection_dim"] else None  # for error lines
-        self.schedule_dims = resolve_dims(hidden, m["dims"], m["rule"], m["min_dim_ratio"], source)
-        self.weights = resolve_weights(self.schedule_dims, m["weights"], given_dims=m["dims"])
-        if m["fixed_dim"] is not None:  # trained for one size: the loss at that prefix only
-            self.schedule_dims, self.weights = fixed_dim_schedule(
-                self.schedule_dims, m, hidden, source
-            )
+        # the schedule, its weights and the weights trained (the baseline: the full width only)
+        self.schedule_dims, self.weights, train_weights = training_schedule(m, hidden, source)
         self.eval_dims = eval_dims(hidden, self.schedule_dims, m["min_dim_ratio"])
         check_n_dims_per_step(m["n_dims_per_step"], len(self.schedule_dims))
         if lo["on_nonfinite"] not in ("stop", "skip"):
             raise ConfigError(f"loss.on_nonfinite={lo['on_nonfinite']!r} must be 'stop' or 'skip'.")
-        # the baseline trains the full width only; every dim is still logged and evaluated
-        n = len(self.schedule_dims)
-        train_weights = self.weights if m["enabled"] else [1.0] + [0.0] * (n - 1)
         self.losses = {  # by batch["dataset"] (None: the one dataset without a mixture)
             dataset: MatryoshkaLoss(
                 base, self.schedule_dims, train_weights, lo["scale"], m["n_dims_per_step"]

@@ -356,6 +356,47 @@ def test_an_unknown_benchmark_set_is_one_line(capsys):
     one_error_line(capsys.readouterr().err, "benchmarks=scifakt is not a config in conf/")
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("+dimz=[32]", "dimz is not an option anything reads, so it would be ignored; did you "
+         "mean dims?"),
+        ("+bach_size=8", "did you mean batch_size?"),
+        ("+retrieval.nprob=8", "did you mean retrieval.nprobe?"),
+        ("+transform_fit.data.hub_idd=x", "did you mean transform_fit.data.hub_id?"),
+        ("+benchmarks.stsb.columnz=[a]", "benchmarks.stsb.columnz is not a field of an STS "
+         "benchmark, so it would be ignored; did you mean columns?"),
+        # without +, Hydra refuses it and advises +dimz, which would be ignored: our line
+        ("dimz=[32]", "dimz is not an option anything reads, so it would be ignored; did you "
+         "mean dims?"),
+    ],
+)  # fmt: skip
+def test_a_key_nothing_reads_is_one_line_naming_the_nearest(
+    sts_dir, tiny_model, tmp_path, capsys, override, message
+):
+    from mrl.common.cli import hydra_errors_in_one_line
+    from mrl.evaluation.evaluate import key_error_line
+
+    with pytest.raises(SystemExit) as exit_info, hydra_errors_in_one_line(key_error_line):
+        evaluate([f"model={tiny_model[0]}", override], tmp_path / "e")
+    assert exit_info.value.code == 2
+    one_error_line(capsys.readouterr().err, message)
+    assert not (tmp_path / "e").exists()
+
+
+def test_eval_keys_are_read_from_the_conf_evaluate_files(tmp_path):
+    from mrl.evaluation.evaluate import eval_known_keys
+
+    shutil.copytree(CONF / "evaluate", tmp_path / "evaluate")
+    primary = tmp_path / "evaluate" / "evaluate.yaml"
+    primary.write_text(primary.read_text() + "\nnew_option: 1\n")
+    known = eval_known_keys(tmp_path / "evaluate")
+    assert {"new_option", "dims", "retrieval.ef_search", "transform_fit.data.negatives_k"} <= set(
+        known
+    )
+    assert "new_option" not in eval_known_keys(CONF / "evaluate")
+
+
 # ---- post-hoc comparators: transform=pca|rotation|adaptor on any model ----
 
 

@@ -15,8 +15,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mrl.common.config_keys import nearest_key
 from mrl.run.checks import OPTIONS
-from mrl.run.config_keys import check_keys, known_keys, nearest_key, unknown_keys
+from mrl.run.config_keys import check_keys, known_keys, unknown_keys
 from tests.conftest import CONF, FAST, ROOT
 from tests.run.test_checks import MRL, _fails_in_one_line
 

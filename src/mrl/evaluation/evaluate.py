@@ -26,6 +26,7 @@ one line rather than reported as done.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import shutil
@@ -41,6 +42,14 @@ from mrl.artifacts.models import check_device, embedding_width, load_model, mode
 from mrl.artifacts.pairs import PAIRS, write_pairs
 from mrl.artifacts.results import RunResults, load_results, write_run_outputs
 from mrl.artifacts.run_folder import EXPORT_DIR, RunFolder
+from mrl.common.config_keys import (
+    composed_from,
+    file_keys,
+    nearest_key,
+    refused_override_key,
+    unknown_key_message,
+    unknown_keys,
+)
 from mrl.common.errors import ConfigError
 from mrl.common.files import write_atomic
 from mrl.common.redact import redact
@@ -158,6 +167,51 @@ def finished(run_dir: Path, config: dict) -> RunResults | None:
     return done
 
 
+# subtrees of free names: benchmarks (each STS one's keys are checked against Source's fields
+# below, a retrieval set's by BeirSource)
+OPEN_KEYS = ("benchmarks",)
+
+
+def eval_known_keys(conf_dir: Path) -> dict[str, bool]:
+    """eval.py's options: the keys conf/evaluate's files set (`mrl.common.config_keys`), and a
+    data source's fields under transform_fit.data."""
+    keys = dict(file_keys(str(conf_dir), "evaluate.yaml"))
+    keys.update({f"transform_fit.data.{f.name}": False for f in dataclasses.fields(Source)})
+    return keys
+
+
+def check_keys(cfg: DictConfig) -> None:
+    """One line for the first key nothing reads (`+dimz=[64]`, `+retrieval.nprob=8`), with the
+    nearest known one; an STS benchmark's keys are a data source's fields."""
+    conf_dir = composed_from() or Path(__file__).resolve().parents[3] / "conf" / "evaluate"
+    known = eval_known_keys(conf_dir)
+    unknown = unknown_keys(cfg, known, OPEN_KEYS)
+    if unknown:
+        raise ConfigError(unknown_key_message(unknown[0], known, "conf/evaluate/evaluate.yaml"))
+    fields = {f"{f.name}": False for f in dataclasses.fields(Source)}
+    for name, source_cfg in (cfg.get("benchmarks") or {}).items():
+        if not isinstance(source_cfg, DictConfig) or source_cfg.get("task") is not None:
+            continue  # a retrieval set: BeirSource.from_config names its unknown keys
+        for key in source_cfg:
+            if key not in fields:
+                near = nearest_key(str(key), fields)
+                hint = f"did you mean {near}?" if near else f"it takes {', '.join(fields)}."
+                raise ConfigError(
+                    f"benchmarks.{name}.{key} is not a field of an STS benchmark, so it would be "
+                    f"ignored; {hint}"
+                )
+
+
+def key_error_line(err: Exception) -> tuple[str, int] | None:
+    """eval.py's line for Hydra's refusal of an override of a key the config does not have
+    (`dimz=[64]`): the nearest known key (`mrl.common.cli.hydra_errors_in_one_line`)."""
+    key = refused_override_key(err)
+    if key is None:
+        return None
+    known = eval_known_keys(Path(__file__).resolve().parents[3] / "conf" / "evaluate")
+    return unknown_key_message(key, known, "conf/evaluate/evaluate.yaml"), 2
+
+
 def check_settings(cfg: DictConfig) -> None:
     for key in ("batch_size", "max_seq_length"):
         value = cfg[key]
@@ -191,6 +245,7 @@ def run(cfg: DictConfig, run_dir: Path) -> RunResults:
         raise ConfigError(
             "no model given; run python eval.py model=<Hub id | local folder | run folder>."
         )
+    check_keys(cfg)  # before the finished check: a key nothing reads is never "done"
     config = redact(OmegaConf.to_container(cfg, resolve=True))
     done = finished(run_dir, config)
     if done is not None:

@@ -1,4 +1,5 @@
-"""Strict config keys: every key of a composed training config is one the code reads.
+"""Strict config keys: every key of a composed training config is one the code reads (the
+machinery, shared with eval.py, is `mrl.common.config_keys`).
 
 A key nothing reads (`+optim.learning_rate=1e-3`, a typo in conf/local/default.yaml, an Optuna
 search dimension) would be ignored without a word; here it stops the run in one line naming
@@ -19,14 +20,14 @@ to that option's own check.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import inspect
-import re
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from mrl.common import config_keys as common_keys
+from mrl.common.config_keys import file_keys
 from mrl.common.errors import ConfigError
 
 # subtrees whose keys are free names (datasets, columns, BEIR sets), each checked in mrl.run.checks
@@ -47,55 +48,7 @@ NOT_GROUPS = ("hydra", "evaluate")
 def conf_dir_of(hydra_cfg=None) -> Path:
     """The primary config folder Hydra composed from (`hydra_cfg`: the `hydra` node; default
     the running job's), else the repository's conf/."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if hydra_cfg is None and HydraConfig.initialized():
-        hydra_cfg = HydraConfig.get()
-    for source in hydra_cfg.runtime.config_sources if hydra_cfg is not None else []:
-        if source.provider == "main" and source.schema == "file":
-            return Path(source.path)
-    return Path(__file__).resolve().parents[3] / "conf"
-
-
-def _package(path: Path) -> str | None:
-    """The `# @package X` of a config file's header (None: the default, its group)."""
-    for line in path.read_text().splitlines():
-        if not line.startswith("#"):
-            break
-        found = re.match(r"#\s*@package\s+(\S+)", line)
-        if found:
-            return found.group(1)
-    return None
-
-
-def _flatten(node, prefix: str, keys: dict[str, bool]) -> None:
-    """keys[path] = True when some file gives a dict there (its sub-keys are then known)."""
-    for key in node:
-        if key == "defaults" and not prefix:
-            continue
-        path, value = f"{prefix}{key}", node._get_node(key)
-        is_dict = isinstance(value, DictConfig) and not value._is_none()
-        keys[path] = keys.get(path, False) or is_dict
-        if is_dict:
-            _flatten(value, f"{path}.", keys)
-
-
-@functools.lru_cache(maxsize=4)
-def file_keys(conf_dir: str) -> dict[str, bool]:
-    """Every key the group files and train.yaml set (-> whether some file makes it a dict)."""
-    root = Path(conf_dir)
-    keys: dict[str, bool] = {}
-    _flatten(OmegaConf.load(root / "train.yaml"), "", keys)
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in NOT_GROUPS):
-        for file in sorted(folder.glob("*.yaml")):
-            package = _package(file)
-            if package is not None and package != folder.name:
-                continue  # _global_ (exp, debug, sweep, ...) or hydra: they set, not declare
-            keys[folder.name] = True
-            node = OmegaConf.load(file)
-            if OmegaConf.is_dict(node):
-                _flatten(node, f"{folder.name}.", keys)
-    return keys
+    return common_keys.composed_from(hydra_cfg) or Path(__file__).resolve().parents[3] / "conf"
 
 
 @functools.lru_cache(maxsize=1)
@@ -111,7 +64,7 @@ def known_keys(conf_dir: Path, options) -> dict[str, bool]:
     options (`mrl.run.checks.OPTIONS`)."""
     from mrl.data.sources import Source
 
-    keys = dict(file_keys(str(conf_dir)))
+    keys = dict(file_keys(str(conf_dir), "train.yaml", NOT_GROUPS))
     for option in options:
         parts = option.split(".")
         for i in range(1, len(parts)):
@@ -128,43 +81,7 @@ def known_keys(conf_dir: Path, options) -> dict[str, bool]:
 
 def unknown_keys(cfg: DictConfig, known: dict[str, bool]) -> list[str]:
     """The keys of `cfg` that are not known (parents before their children), `hydra` aside."""
-    found: list[str] = []
-
-    def walk(node: DictConfig, prefix: str) -> None:
-        for key in node:
-            path = f"{prefix}{key}"
-            if path == "hydra" or path in OPEN:
-                continue
-            if path not in known:
-                found.append(path)
-                continue
-            value = node._get_node(key)
-            if known[path] and isinstance(value, DictConfig) and not value._is_none():
-                walk(value, f"{path}.")
-
-    walk(cfg, "")
-    return found
-
-
-def _initials(name: str) -> str:
-    return "".join(part[0] for part in re.split(r"[_\-]+", name) if part)
-
-
-def nearest_key(key: str, known) -> str | None:
-    """The known key closest to `key`: among its siblings first (an abbreviation counts:
-    learning_rate -> lr), else by the whole path."""
-    parent, _, leaf = key.rpartition(".")
-    siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
-    if siblings:
-        for name, full in siblings.items():
-            if _initials(leaf) == name or _initials(name) == leaf:
-                return full
-        close = difflib.get_close_matches(leaf, list(siblings), n=1, cutoff=0.5)
-        if close:
-            return siblings[close[0]]
-    parents = {key.rsplit(".", n)[0] for n in range(1, key.count(".") + 1)}
-    close = difflib.get_close_matches(key, [k for k in known if k not in parents], n=1, cutoff=0.6)
-    return close[0] if close else None
+    return common_keys.unknown_keys(cfg, known, OPEN)
 
 
 def unknown_key_message(key: str, known) -> str:
@@ -174,9 +91,7 @@ def unknown_key_message(key: str, known) -> str:
             f"{key} is set by the run itself (its loggers, callbacks and checkpoints, "
             "mrl.run.build); leave it out."
         )
-    near = nearest_key(key, known)
-    hint = f"did you mean {near}?" if near else "see conf/ for the options (conf/README.md)."
-    return f"{key} is not an option anything reads, so it would be ignored; {hint}"
+    return common_keys.unknown_key_message(key, known)
 
 
 def check_keys(cfg: DictConfig, options, conf_dir: Path | None = None) -> None:
@@ -210,11 +125,7 @@ def key_error_line(err: Exception, options) -> tuple[str, int] | None:
     """Hydra's refusal of an override of a key the config does not have (`optim.learning_rate=1`,
     whose message advises `+optim.learning_rate`, which would be ignored) as our line naming
     the nearest known key; None for any other error."""
-    found = re.search(r"Could not override '([^']+)'", str(err))
-    conf_dir = conf_dir_of(None)
-    if not found or "not in struct" not in str(err.__cause__) or not conf_dir.is_dir():
+    key, conf_dir = common_keys.refused_override_key(err), conf_dir_of(None)
+    if key is None or not conf_dir.is_dir():
         return None
-    if found.group(1).lstrip("+~").split(".")[0] == "hydra":  # Hydra's own keys: its message
-        return None
-    known = known_keys(conf_dir, options)
-    return unknown_key_message(found.group(1).lstrip("+~"), known), 2
+    return unknown_key_message(key, known_keys(conf_dir, options)), 2

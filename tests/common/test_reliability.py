@@ -65,3 +65,18 @@ def test_a_held_run_folder_lock_refuses_a_second_holder_and_is_released(tmp_path
         pass
     with folder.locked():  # released when the first holder ended
         pass
+
+
+def test_a_tool_replaces_only_its_own_files_and_never_an_input(tmp_path):
+    from mrl.common.files import first_line, refuse_overwrite
+
+    ours, foreign, new = tmp_path / "table.csv", tmp_path / "notes.md", tmp_path / "new.png"
+    ours.write_text("model,kind\n1,2\n")
+    foreign.write_text("my notes\n")
+    mine = lambda p: first_line(p) == "model,kind"  # noqa: E731
+    refuse_overwrite([ours, new], mine)  # its own earlier file and a new one: fine
+    with pytest.raises(ConfigError, match=r"notes.md exists and is not an earlier output of"):
+        refuse_overwrite([ours, foreign], mine)
+    with pytest.raises(ConfigError, match=r"table.csv is one of the inputs; give another --out"):
+        refuse_overwrite([new, ours], mine, inputs=[str(tmp_path / "." / "table.csv")])
+    assert first_line(tmp_path / "missing") == "" and not new.exists()

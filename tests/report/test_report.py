@@ -308,6 +308,11 @@ def test_invalid_results_files_are_named_with_their_reason(study):
                 "test": {"8": "high"},
             }
         ),  # fmt: skip
+        # a score that could not be computed (Python's json writes a bare NaN; strict JSON has none)
+        "seed9": '{"experiment": "mrl", "run_dir": "x", "backbone": "t", "dims": [8], '
+        '"test": {"8": NaN}}',
+        "seed10": '{"experiment": "mrl", "run_dir": "x", "backbone": "t", "dims": [8], '
+        '"test": {"8": 0.5}, "validation": {"8": -Infinity}}',
     }
     for name, text in bad.items():
         (study / "mrl" / name).mkdir()
@@ -325,8 +330,39 @@ def test_invalid_results_files_are_named_with_their_reason(study):
         "mrl/seed7": "results.json is not a valid results file (no 'run_dir') |",
         "mrl/seed8": "results.json is not a valid results file (could not convert string to "
         "float: 'high') |",
+        "mrl/seed9": "results.json is not a valid results file (test.8 is nan, not computed) |",
+        "mrl/seed10": "results.json is not a valid results file (validation.8 is -inf, not "
+        "computed) |",
     }
     assert "| mrl | 3 |" in markdown
+
+
+def test_a_rerun_replaces_its_own_report_and_never_a_foreign_file(study, tmp_path, capsys):
+    main([str(study)])
+    first = (study / "report.md").read_text()
+    write_run(study, "mrl", 4, [0.80, 0.79, 0.76])
+    main([str(study)])  # into its own earlier report: replaced, with the new run
+    second = (study / "report.md").read_text()
+    assert second != first and second.startswith("# Report: 7 runs, 7 finished, 2 groups")
+    capsys.readouterr()
+    # a report.md the report did not write (notes of the same name) stops it before any write
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "report.md").write_text("# What I found\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(study), "--out", str(notes)])
+    assert exit_info.value.code == 2
+    (line,) = error_lines(capsys)
+    assert f"--out: {notes / 'report.md'} exists and is not an earlier output" in line
+    assert sorted(p.name for p in notes.iterdir()) == ["report.md"]
+    assert (notes / "report.md").read_text() == "# What I found\n"
+    # a foreign plot beside no report of ours likewise
+    (notes / "report.md").unlink()
+    (notes / "report.png").write_bytes(b"a figure of mine")
+    with pytest.raises(SystemExit):
+        main([str(study), "--out", str(notes)])
+    assert "report.png exists and is not an earlier output" in error_lines(capsys)[0]
+    assert (notes / "report.png").read_bytes() == b"a figure of mine"
 
 
 def test_committed_study_reports_as_committed(tmp_path, monkeypatch, capsys):

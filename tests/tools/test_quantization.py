@@ -141,3 +141,68 @@ def test_bytes_intervals_finds_a_real_difference_and_not_a_null_one(tmp_path):
     null = next(line for line in table.splitlines() if line.startswith("| close - close_again"))
     assert "(2 vs 2 seeds)" in real and "32 dims (4 B)" in table
     assert real.count("significant") == 2 and "significant" not in null
+
+
+def _tiny_export(folder):
+    import torch
+
+    from mrl.artifacts.export import export_encoder
+    from mrl.encoder.backbone import load_tokenizer
+    from mrl.encoder.encoder import Encoder
+
+    torch.manual_seed(0)
+    encoder = Encoder("mrl/tiny-random-bert").eval()
+    return export_encoder(encoder, load_tokenizer("mrl/tiny-random-bert"), folder, 32, "b")
+
+
+def _one_error(capsys, call) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        call()
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert exit_info.value.code == 2 and len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
+def test_a_rerun_replaces_its_own_files_and_never_a_foreign_one(data_dir, tmp_path, capsys):
+    from mrl.tools.quantization import main
+
+    model, out = _tiny_export(tmp_path / "model"), tmp_path / "q"
+    main([str(model), "--name", "a", "--out", str(out), "--dims", "32", "8"])
+    main([str(model), "--name", "b", "--out", str(out), "--dims", "32", "8"])  # its own: replaced
+    assert {r.split(",")[0] for r in (out / "quantization.csv").read_text().splitlines()[1:]} == {
+        "b"
+    }
+    # a file of the same name that the tool did not write stops it before any model is loaded
+    notes = out / "quantization.md"
+    notes.write_text("# my notes on quantization\n")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    line = _one_error(capsys, lambda: main([str(model), "--name", "b", "--out", str(out)]))
+    assert f"--out: {notes} exists and is not an earlier output of this tool" in line
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    fresh = tmp_path / "fresh"  # a foreign plot in a folder without our tables
+    fresh.mkdir()
+    (fresh / "quantization.png").write_bytes(b"not ours")
+    line = _one_error(capsys, lambda: main([str(model), "--out", str(fresh)]))
+    assert "quantization.png exists and is not an earlier output" in line
+    assert (fresh / "quantization.png").read_bytes() == b"not ours"
+    # names become folders under --out: no path, no repeats (they would merge two models)
+    line = _one_error(capsys, lambda: main([str(model), "--name", "../x", "--out", str(out)]))
+    assert "--name '../x' must be a plain name" in line
+    line = _one_error(capsys, lambda: main([str(model), str(model), "--out", str(tmp_path / "d")]))
+    assert "the model names model model repeat one; give each its own with --name" in line
+    assert not (tmp_path / "d").exists() and not (tmp_path / "x").exists()
+
+
+def test_a_nan_spearman_is_one_line_and_nothing_is_written(data_dir, tmp_path, capsys):
+    from mrl.tools.quantization import main
+
+    model, out = _tiny_export(tmp_path / "model"), tmp_path / "q"
+    # every gold score the same: Spearman is undefined (NaN) at every dim and storage
+    rows = (data_dir / "stsb" / "test.jsonl").read_text().splitlines()
+    (data_dir / "stsb" / "test.jsonl").write_text(
+        "".join(line.rsplit('"score":', 1)[0] + '"score": 2.5}\n' for line in rows)
+    )
+    line = _one_error(capsys, lambda: main([str(model), "--out", str(out), "--dims", "32"]))
+    assert "is nan, not a number" in line and "quantization" in line, line
+    assert not out.exists() or not any(out.rglob("*"))

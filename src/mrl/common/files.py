@@ -66,3 +66,33 @@ class WriteError(ConfigError):
         else:
             fix = "make the folder writable or set paths.output_dir / MRL_OUTPUT_DIR elsewhere"
         super().__init__(f"could not write {path}: {reason}; {fix} (earlier files are whole).")
+
+
+def first_line(path: Path, limit: int = 4096) -> str:
+    """The first line of a file as text ('' for an unreadable one): enough to recognise a
+    tool's own earlier output by its header."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(limit)
+    except OSError:
+        return ""
+    return head.split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
+
+
+def refuse_overwrite(outputs, ours, inputs=(), flag: str = "--out") -> None:
+    """Before a tool writes anything: one ConfigError for the first of `outputs` that is one
+    of its `inputs`, or that exists but is not recognisably the tool's own earlier output
+    (`ours(path)`, e.g. by its header), so a re-run replaces its own files and never a
+    foreign one. Nothing is written by then."""
+    taken = {Path(p).resolve() for p in inputs}
+    for path in map(Path, outputs):
+        if path.resolve() in taken:
+            raise ConfigError(
+                f"{flag}: {path} is one of the inputs; give another {flag} (a tool never writes "
+                "over its input)."
+            )
+        if path.exists() and not ours(path):
+            raise ConfigError(
+                f"{flag}: {path} exists and is not an earlier output of this tool; move it away "
+                f"or give another {flag} (nothing was written)."
+            )

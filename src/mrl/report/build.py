@@ -16,20 +16,24 @@ test_pairs.npz (mrl.report.intervals). Runs that failed, never finished or left 
 results.json are listed by name with the reason, and the report goes on without them; debug
 runs (trainer.fast_dev_run, or "debug": true) are listed as "debug (not a real run)" and never
 grouped. Writes report.md, report.csv (mrl.report.tables) and report.png (mrl.report.plots)
-into --out (default: the common folder of the runs). Bad input: one `error:` line, status 2.
+into --out (default: the common folder of the runs). A re-run into the same folder replaces its
+own earlier report (recognised by the headers of report.md / report.csv); an existing file it
+does not recognise, or one of its inputs, stops it before anything is written. Bad input: one
+`error:` line, status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
 from mrl.artifacts.run_folder import RESULTS
 from mrl.common.errors import ConfigError
-from mrl.common.files import write_atomic
-from mrl.report.grids import grid_section
+from mrl.common.files import first_line, refuse_overwrite, write_atomic
+from mrl.report.grids import grid_files, grid_section
 from mrl.report.intervals import differences, group_sims
 from mrl.report.plots import log_to_wandb, overlay_png
 from mrl.report.runs import (
@@ -70,6 +74,23 @@ def collect(
     return runs, groups, dims
 
 
+def earlier_report(out: Path):
+    """Whether a file in `out` is the report's own earlier output: report.md and report.csv by
+    their headers; the plot and grid heatmaps when the folder's report.md or .csv is ours."""
+    header = r"# Report: \d+ runs?, \d+ finished, \d+ groups?"
+    md_ours = re.fullmatch(header, first_line(out / REPORT_MD))
+    csv_ours = first_line(out / REPORT_CSV).startswith("group,matryoshka,")
+
+    def ours(path: Path) -> bool:
+        if path.name == REPORT_MD:
+            return bool(md_ours)
+        if path.name == REPORT_CSV:
+            return csv_ours
+        return bool(md_ours) or csv_ours
+
+    return ours
+
+
 def build_report(
     paths: list[Path],
     out: Path | None = None,
@@ -102,6 +123,9 @@ def build_report(
             f"--out {str(out)!r} cannot be made ({os.strerror(err.errno or 0)}); give a "
             "writable folder."
         ) from None
+    # a re-run replaces its own earlier report; an input or a foreign file stops it first
+    names = [REPORT_CSV, REPORT_PNG, REPORT_MD, *grid_files(groups, ref)]
+    refuse_overwrite([out / n for n in names], earlier_report(out), paths)
     markdown = markdown_report(runs, rows, dims, ref, root, diffs, n_boot, level)
     write_atomic(out / REPORT_CSV, csv_report(groups + curves, dims, ref, diffs))
     write_atomic(out / REPORT_PNG, overlay_png(runs, rows, dims, x))

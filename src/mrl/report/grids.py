@@ -33,6 +33,17 @@ def _file(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=+-]+", "_", label).strip("_") or "group"
 
 
+def grid_files(groups: list[Group], reference: Group) -> list[str]:
+    """The names of the heatmaps `grid_section` writes (to check them before anything is)."""
+    grids = {g.label for g in groups if mean_grid(g) is not None}
+    names = []
+    for group in (g for g in groups if g.label in grids):
+        names.append(f"grid_{_file(group.label)}.png")
+        if reference.label in grids and group.label != reference.label:
+            names.append(f"grid_{_file(group.label)}_minus_{_file(reference.label)}.png")
+    return names
+
+
 def grid_section(groups: list[Group], reference: Group, out: Path) -> str:
     """Writes the heatmaps and returns the markdown section ('' when no group has a grid)."""
     grids = {g.label: grid for g in groups if (grid := mean_grid(g)) is not None}

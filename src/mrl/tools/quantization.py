@@ -17,7 +17,9 @@ each model's eval dims (a run's own, else the pow2 dims of its width).
 Writes quantization.csv, quantization.md and quantization.png (x: bytes, log2 scale), and
 pairs/<name>/<kind>.npz: each test pair's similarity at every dim as stored (`mrl.artifacts.pairs`,
 the gold scores replaced by their source and hash), for intervals on a difference
-(experiments/bytes_intervals.py).
+(experiments/bytes_intervals.py). A re-run into the same --out replaces its own earlier files
+(recognised by the tables' headers); an existing file it does not recognise, or an input, stops it
+before any model is loaded.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import numpy as np
 from mrl.artifacts.results import png_bytes
 from mrl.common.cli import OneLineParser
 from mrl.common.errors import ConfigError
+from mrl.common.files import refuse_overwrite
 from mrl.common.numbers import check_finite
 
 KINDS = ("float32", "float16", "int8", "binary")
@@ -242,6 +245,33 @@ def markdown(curves: dict[str, list[dict]]) -> str:
     return "\n".join(md) + "\n"
 
 
+CSV_HEADER = ("model", "kind", "dim", "bytes", "spearman")
+
+
+def outputs(out: Path, names: list[str]) -> list[Path]:
+    """Every file a run writes into `out`."""
+    tables = [out / f"quantization.{ext}" for ext in ("csv", "md", "png")]
+    return tables + [out / "pairs" / name / f"{kind}.npz" for name in names for kind in KINDS]
+
+
+def earlier_output(out: Path):
+    """Whether a file in `out` is this tool's own earlier output: quantization.csv and .md by
+    their header; the plot and the pairs when the folder's table is ours."""
+    from mrl.common.files import first_line
+
+    csv_ours = first_line(out / "quantization.csv") == ",".join(CSV_HEADER)
+    md_ours = first_line(out / "quantization.md").startswith("| model | storage |")
+
+    def ours(path: Path) -> bool:
+        if path.name == "quantization.csv":
+            return csv_ours
+        if path.name == "quantization.md":
+            return md_ours
+        return csv_ours or md_ours
+
+    return ours
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = OneLineParser(description="STS-B Spearman vs bytes: truncation x storage.")
     parser.add_argument("models", nargs="+", help="Hub ids, model folders or run folders")
@@ -260,6 +290,15 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if len(names) != len(args.models):
             raise ConfigError(f"--name gives {len(names)} names for {len(args.models)} models.")
+        for name in names:  # each names a folder pairs/<name>/ under --out
+            if not name or name in (".", "..") or "/" in name or "\\" in name:
+                raise ConfigError(f"--name {name!r} must be a plain name (no '/'), e.g. mrl.")
+        if len(set(names)) != len(names):
+            raise ConfigError(
+                f"the model names {' '.join(names)} repeat one; give each its own with --name."
+            )
+        # a re-run replaces its own earlier files; an input or a foreign file stops it first
+        refuse_overwrite(outputs(args.out, names), earlier_output(args.out), args.models)
         curves, sims, gold = evaluate_models(args, names)
         check_finite(curves, "quantization")  # a NaN Spearman: one line, nothing written
         from mrl.common.files import write_atomic
@@ -270,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
             raise ConfigError(f"--out {args.out} cannot be made ({err.strerror}).") from None
         table = io.StringIO()
         writer = csv.writer(table)
-        writer.writerow(["model", "kind", "dim", "bytes", "spearman"])
+        writer.writerow(CSV_HEADER)
         for name, rows in curves.items():
             writer.writerows([name, r["kind"], r["dim"], r["bytes"], r["spearman"]] for r in rows)
         write_atomic(args.out / "quantization.csv", table.getvalue())

@@ -76,9 +76,11 @@ def test_qwen3_embedding_config_trains_with_lora_checkpointing_and_its_prompt(
     _save_stand_in("qwen3_embedding_0_6b", mirror)
     monkeypatch.setenv("MRL_MODEL_DIR", str(mirror))
     run_dir = tmp_path / "run"
-    run_main(["+exp=allnli_mrl", "model=qwen3_embedding_0_6b", "trainer=cpu", "logger=csv",
-              "callbacks.progress_bar=none", "trainer.max_steps=2", "data.batch_size=8",
-              "data.max_seq_length=32"], run_dir)  # fmt: skip
+    # max_seq_length 100: its prompts are ~50 characters of the character tokenizer
+    args = ["+exp=allnli_mrl", "model=qwen3_embedding_0_6b", "trainer=cpu", "logger=csv",
+            "callbacks.progress_bar=none", "trainer.max_steps=2", "data.batch_size=8",
+            "data.max_seq_length=100"]  # fmt: skip
+    run_main(args, run_dir)
     results = json.loads((run_dir / "results.json").read_text())
     assert results["config"]["model"]["lora"]["r"] == 16
     assert results["config"]["model"]["gradient_checkpointing"] is True

@@ -109,10 +109,12 @@ def test_resume_picks_the_newest_checkpoint(tmp_path):
 
     assert resolve_ckpt_path(None, tmp_path) is None
     (tmp_path / "checkpoints").mkdir()
+    import torch
+
     last = tmp_path / "checkpoints" / "last.ckpt"
-    last.write_bytes(b"x")
+    torch.save({"global_step": 1}, last)  # resume checks that the chosen file loads
     hpc = tmp_path / "hpc_ckpt_1.ckpt"
-    hpc.write_bytes(b"x")
+    torch.save({"global_step": 2}, hpc)
     os.utime(last, (1, 1))
     assert resolve_ckpt_path(None, tmp_path) == str(hpc)
     os.utime(hpc, (0, 0))

@@ -441,3 +441,27 @@ def test_card_lists_every_dataset_of_a_mixture():
                          config={"data": {"train": None, "mixture": mixture}})  # fmt: skip
     meta = card_metadata(results, None)
     assert meta["datasets"] == ["sentence-transformers/all-nli", "sentence-transformers/stsb"]
+
+
+@pytest.mark.parametrize(
+    ("width", "info", "advised"),
+    [
+        (384, {"eval_dims": [384, 256, 128, 64, 32]}, 64),  # MiniLM: 64 keeps 1/6 of it
+        (32, {"eval_dims": [32, 16, 8, 4]}, 8),  # the tiny model: never 64, beyond its width
+        (1024, {"eval_dims": [1024, 512, 256, 128, 86]}, 256),
+        (768, None, 192),  # no mrl.json (a stock model): a quarter of the width
+        (384, {"eval_dims": [384, 128], "projection_dim": 48}, 12),  # the head's width counts
+        (2, {"eval_dims": "bad"}, 1),
+    ],
+)
+def test_the_advised_truncate_dim_fits_the_width(tmp_path, width, info, advised):
+    from mrl.artifacts.export import advised_dim
+    from mrl.artifacts.run_folder import MRL_INFO
+
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": width})
+    )
+    if info is not None:
+        (tmp_path / MRL_INFO).write_text(json.dumps(info))
+    assert advised_dim(tmp_path) == advised

@@ -127,3 +127,34 @@ def test_page_searches_and_the_slider_changes_dims_in_a_browser(tiny_model, tmp_
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_embedding_cache_goes_under_mrl_output_dir(tiny_model, tmp_path, monkeypatch, capsys):
+    import mrl.tools.demo as demo
+
+    class NoServer:  # the cache is written before serving: serve nothing, return at once
+        server_address = ("127.0.0.1", 0)
+
+        def __init__(self, *args):
+            pass
+
+        def serve_forever(self):
+            pass
+
+        def server_close(self):
+            pass
+
+    monkeypatch.setattr(demo, "ThreadingHTTPServer", NoServer)
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["a dog", "a cat"]))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MRL_OUTPUT_DIR", str(tmp_path / "out"))
+    main([str(tiny_model), "--corpus", str(corpus)])
+    assert len(list((tmp_path / "out" / "demo_cache").glob("*.npz"))) == 1
+    main([str(tiny_model), "--corpus", str(corpus)])  # the next start reads it back
+    assert "loaded 2 cached embeddings" in capsys.readouterr().out
+    monkeypatch.delenv("MRL_OUTPUT_DIR")  # unset: outputs/demo_cache in the working folder
+    main([str(tiny_model), "--corpus", str(corpus)])
+    assert len(list((tmp_path / "outputs" / "demo_cache").glob("*.npz"))) == 1
+    main([str(tiny_model), "--corpus", str(corpus), "--cache-dir", str(tmp_path / "c")])
+    assert len(list((tmp_path / "c").glob("*.npz"))) == 1

@@ -124,3 +124,22 @@ def test_a_run_trains_on_k_mined_negatives_from_a_list(data_dir, run_main, compo
     run_main(args, tmp_path / "run")
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["config"]["data"]["train"]["negatives_k"] == 2
+
+
+def test_a_nan_in_the_summary_is_one_line_and_nothing_is_written(
+    tiny_model, tmp_path, capsys, monkeypatch
+):
+    import mrl.tools.mine as mine
+
+    data, out = tmp_path / "pairs.jsonl", tmp_path / "mined.jsonl"
+    _pairs(data)
+    # a similarity that is NaN (e.g. from an all-zero embedding) reaches the summary
+    monkeypatch.setattr(mine, "_quantiles", lambda values: {"q50": float("nan")})
+    with pytest.raises(SystemExit) as stop:
+        main([str(tiny_model), str(data), "--out", str(out), "--k", "2", "--ranks", "1", "20",
+              "--margin", "0.0", "--anchor", "premise", "--positive", "hypothesis"])  # fmt: skip
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert stop.value.code == 2 and len(errors) == 1, err
+    assert "mined.jsonl.mine.json: positive_similarity.q50 is nan, not a number" in errors[0]
+    assert not out.exists() and not (tmp_path / "mined.jsonl.mine.json").exists()

@@ -173,3 +173,31 @@ def test_cli_on_three_documents_is_exact_quiet_and_refuses_bad_models(tiny_model
         errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
         assert stop.value.code == 2 and len(errors) == 1 and message in errors[0], stderr
         assert "Traceback" not in stderr
+
+
+def test_a_nan_metric_is_one_line_and_nothing_is_shown_or_written(
+    tiny_model, tmp_path, capsys, monkeypatch
+):
+    import mrl.tools.retrieval as retrieval
+
+    queries, corpus = tmp_path / "q.jsonl", tmp_path / "c.jsonl"
+    queries.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["a dog", "a cat"]))
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["dogs", "cats", "cars"]))
+    real = retrieval.retrieval_table
+
+    def with_a_nan(*args, **kwargs):  # e.g. a metric over queries that have no relevant doc
+        rows = real(*args, **kwargs)
+        rows[-1]["recall@10"] = float("nan")
+        return rows
+
+    monkeypatch.setattr(retrieval, "retrieval_table", with_a_nan)
+    out = tmp_path / "r.md"
+    with pytest.raises(SystemExit) as stop:
+        retrieval.main([str(tiny_model), "--k", "3", "10", "--out", str(out),
+                        "--queries", str(queries), "--corpus", str(corpus)])  # fmt: skip
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
+    assert stop.value.code == 2 and len(errors) == 1, captured.err
+    assert "recall@10 is nan, not a number" in errors[0] and "nothing was written" in errors[0]
+    assert "| exact 32 |" not in captured.out and not out.exists()
+    assert not out.with_suffix(".json").exists()

@@ -289,6 +289,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         rows = retrieval_table(q, d, d_small, args.k, funnels, binary=binary)
         title = f"{args.model}: {len(queries)} queries, {len(docs)} documents"
+        # a NaN metric is one line before the table is shown or anything is written
+        payload = strict_json({"title": title, "rows": rows}, "retrieval", indent=2)
         table = markdown(rows, title)
         print(table)
         if args.out:
@@ -297,7 +299,6 @@ def main(argv: list[str] | None = None) -> None:
             for path in (args.out, args.out.with_suffix(".json")):
                 if path.exists():  # an input, or a file this run did not make
                     raise ConfigError(f"--out: {path} exists; give a new file name.")
-            payload = strict_json({"title": title, "rows": rows}, "retrieval", indent=2)
             write_atomic(args.out, table)
             write_atomic(args.out.with_suffix(".json"), payload)
     except ConfigError as err:

@@ -13,8 +13,10 @@ from mrl.encoder.backbone import (
     TINY_DECODER,
     ends_each_text,
     fit_tokenizer,
+    is_causal,
     load_backbone,
     load_tokenizer,
+    tiny_config,
     tiny_tokenizer,
 )
 from mrl.encoder.cached import cached_step
@@ -100,10 +102,22 @@ def test_a_tokenizer_without_eos_or_pad_stops_in_one_line():
         fit_tokenizer(tok, "mean", "some/decoder")
 
 
+def test_cls_pooling_on_a_causal_decoder_is_one_line():
+    assert is_causal(load_backbone(TINY_DECODER).config)
+    assert not any(is_causal(tiny_config(n)) for n in TINY_BACKBONES if n != TINY_DECODER)
+    with pytest.raises(
+        ConfigError, match="model.pooling=cls reads the first token, which in a causal"
+    ):
+        Encoder(TINY_DECODER, "cls")
+
+
 @pytest.mark.parametrize("pooling", POOLINGS)
 def test_every_pooling_trains_on_every_architecture(pooling):
-    """One forward and backward per architecture: finite, and every trained weight moves."""
+    """One forward and backward per architecture (cls: not on the causal decoder): finite,
+    and gradients reach the weights."""
     for name in TINY_BACKBONES:
+        if pooling == "cls" and name == TINY_DECODER:
+            continue
         encoder = Encoder(name, pooling, chunk_size=None)
         ids, mask = _batch(load_tokenizer(name, pooling=pooling))
         out = encoder(ids, mask)

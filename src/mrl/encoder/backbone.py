@@ -264,6 +264,36 @@ def fit_tokenizer(tokenizer, pooling: str, name: str):
     return tokenizer
 
 
+def is_causal(config) -> bool:
+    """Whether the backbone's attention is causal (a decoder LM: each token sees only the ones
+    before it), from transformers' own model registries: a causal-LM family with no masked-LM
+    head (BERT-like models have both) whose config does not switch to bidirectional attention
+    (EmbeddingGemma's does)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    kind = config.model_type
+    return (
+        kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+        and not getattr(config, "use_bidirectional_attention", False)
+        and not getattr(config, "is_encoder_decoder", False)
+    )
+
+
+def check_pooling(config, pooling: str, name: str) -> None:
+    """One line for a pooling the backbone cannot use: `cls` on a causal decoder reads a first
+    token that has seen nothing of the text after it."""
+    if pooling == "cls" and is_causal(config):
+        raise ConfigError(
+            f"model.pooling=cls reads the first token, which in a causal decoder "
+            f"({name}, {config.model_type}) has seen only itself; use model.pooling=last "
+            "(as decoder embedders do) or mean."
+        )
+
+
 def load_backbone(name: str, trust_remote_code: bool = False) -> nn.Module:
     """The pretrained transformer (weights from safetensors where the folder has them)."""
     config = backbone_config(name, trust_remote_code)

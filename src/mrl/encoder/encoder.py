@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from mrl.common.errors import ConfigError
-from mrl.encoder.backbone import backbone_hidden_size, load_backbone
+from mrl.encoder.backbone import backbone_hidden_size, check_pooling, load_backbone
 from mrl.encoder.lora import add_lora, is_lora, lora_enabled, lora_problem
 from mrl.encoder.pooling import POOLINGS, pool
 
@@ -92,6 +92,7 @@ class Encoder(nn.Module):
         self.chunk_size = chunk_size
         self.backbone_name = backbone  # where the weights came from (Hub id, folder, tiny name)
         self.backbone = load_backbone(backbone, trust_remote_code)
+        check_pooling(self.backbone.config, pooling, backbone)
         if gradient_checkpointing:
             if not self.backbone.supports_gradient_checkpointing:
                 raise ConfigError(

@@ -56,7 +56,8 @@ def _loss_history(run_dir):
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    return make_data_dir(tmp_path_factory.mktemp("data"), n_triplets=400, n_pairs=40)
+    # 200 triplets in batches of 8: 25 steps an epoch, 50 in all, a checkpoint every 3
+    return make_data_dir(tmp_path_factory.mktemp("data"), n_triplets=200, n_pairs=40)
 
 
 @pytest.fixture(scope="module")
@@ -82,26 +83,40 @@ def test_sigkill_mid_epoch_then_rerun_gives_identical_results(tmp_path, data_dir
     assert _loss_history(run_dir) == history
 
 
+def _wait_for_new(path, before, proc, timeout=300):
+    """Until `path` is a file other than `before` (its (inode, mtime) then; None: none)."""
+    start = time.time()
+    while not path.exists() or (path.stat().st_ino, path.stat().st_mtime_ns) == before:
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        assert time.time() - start < timeout
+        time.sleep(0.02)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT], ids=["SIGTERM", "SIGUSR1", "SIGINT"]
-)
-def test_stop_signal_saves_exits_cleanly_and_resumes(tmp_path, data_dir, uninterrupted, sig):
+def test_stop_signals_save_exit_cleanly_and_resume(tmp_path, data_dir, uninterrupted):
+    """SIGTERM, SIGUSR1 (SLURM's warning) and SIGINT (Ctrl-C), one after the other: each stops
+    the run that resumed from the stop before (the first a fresh one) once it saved a new
+    checkpoint; each saves, says so in its line and exits 0; the last resume finishes with the
+    numbers of an uninterrupted run. (One run for the three: each signal used to cost a run.)"""
     run_dir = tmp_path / "run"
-    proc = _start(run_dir, data_dir)
-    _wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-2000:]
-    assert f"stopped by {sig.name} at step" in err and "Traceback" not in err
-    assert "run the same command again to resume" in err
-    assert not (run_dir / "results.json").exists()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        before = (last.stat().st_ino, last.stat().st_mtime_ns) if last.exists() else None
+        proc = _start(run_dir, data_dir)
+        _wait_for_new(last, before, proc)  # training, past its resume point
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+        assert f"stopped by {sig.name} at step" in err and "Traceback" not in err, err[-2000:]
+        assert "run the same command again to resume" in err
+        assert not (run_dir / "results.json").exists()
     _finish(_start(run_dir, data_dir))
     assert _scores(run_dir) == uninterrupted[0]
-    # every row of the uninterrupted history, once; plus the row Lightning logs when it stops
+    # every row of the uninterrupted history, once; plus at most the row Lightning logs when it
+    # stops, for each of the three stops
     history, steps = _loss_history(run_dir), [step for step, _ in _loss_history(run_dir)]
     assert set(uninterrupted[1]) <= set(history) and len(steps) == len(set(steps))
-    assert len(history) <= len(uninterrupted[1]) + 1
+    assert len(history) <= len(uninterrupted[1]) + 3
 
 
 @pytest.mark.slow

@@ -224,7 +224,7 @@ class Hang(Exception):
 
 @pytest.mark.slow
 @settings(
-    max_examples=150,
+    max_examples=75,  # random each run (not derandomized): CI explores new values every time
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

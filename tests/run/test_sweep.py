@@ -56,38 +56,55 @@ def test_two_by_two_sweep_report_and_rerun_skips_finished_resumes_unfinished(tmp
 
     # Re-run the same sweep after one job lost its results.json (as if killed after its last
     # checkpoint): the three finished jobs are skipped, the fourth resumes and finishes alike.
+    # The re-run's grid also leads with a value that fails (Hydra's basic launcher; submitit's
+    # in the test below): each such job is recorded and the sweep goes on, then exits 1.
     lost = results[0]
     before = json.loads(lost.read_text())
     lost.unlink()
     mtimes = {p: p.stat().st_mtime_ns for p in results[1:]}
-    second = run_sweep(tmp_path, *grid)
-    assert second.returncode == 0, second.stderr[-3000:]
+    second = run_sweep(tmp_path, "matryoshka.weights=bogus,uniform,increasing", "seed=1,2")
+    assert_failed_jobs_recorded(second, sweep_dir, ["/seed1/", "/seed2/"])
     assert {p: p.stat().st_mtime_ns for p in results[1:]} == mtimes
-    after = json.loads(lost.read_text())
+    after = json.loads(lost.read_text())  # it ran after the failed jobs
     assert after["test"] == before["test"] and after["global_step"] == before["global_step"] == 2
+    runs, groups, _ = collect([sweep_dir])
+    assert sorted(r.status for r in runs) == ["failed"] * 2 + ["finished"] * 4
+    assert sorted(g.label for g in groups) == [
+        "matryoshka.weights=increasing",
+        "matryoshka.weights=uniform",
+    ]
+
+
+def assert_failed_jobs_recorded(proc, sweep_dir, seeds: list[str]) -> None:
+    """The sweep ran every job, then exited 1 with one line per failed (bogus) job, each of
+    which left failed.json with its one-line error."""
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()[-len(seeds) :]  # one line per failed job
+    for line, seed in zip(lines, seeds, strict=True):
+        assert line.startswith("error: job ") and seed in line, line
+        assert "matryoshka.weights=bogus" in line  # the job folder
+        assert "failed: matryoshka.weights='bogus' must be null, one of uniform" in line
+    failed = list(sweep_dir.rglob("failed.json"))
+    assert len(failed) == len(seeds) and all("bogus" in str(f.parent) for f in failed)
+    for f in failed:
+        assert "must be null, one of uniform" in json.loads(f.read_text())["error"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
-def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path, launcher):
-    """With Hydra's basic launcher, and with submitit's (the SLURM launcher's code, run with
-    submitit's local executor: each job in its own process)."""
-    if launcher != "basic":
-        pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+def test_a_failing_job_is_recorded_and_the_sweep_goes_on_under_submitit(tmp_path):
+    """With submitit's launcher (the SLURM launcher's code, run with submitit's local executor:
+    each job in its own process); Hydra's basic launcher: the re-run of the 2 x 2 sweep above."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     proc = run_sweep(
-        tmp_path, "matryoshka.weights=bogus,uniform", "seed=1", f"hydra/launcher={launcher}"
+        tmp_path, "matryoshka.weights=bogus,uniform", "seed=1", "hydra/launcher=submitit_local"
     )
-    assert proc.returncode == 1  # the sweep reports that a job failed, after running them all
-    assert "Traceback" not in proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]  # the sweep's summary: one line per failed job
-    assert last.startswith("error: job ") and "/seed1/" in last
-    assert "matryoshka.weights=bogus" in last  # the job folder
-    assert "failed: matryoshka.weights='bogus' must be null, one of uniform" in last  # its error
     sweep_dir = tmp_path / "out" / "sweeps" / "weights"
-    failed = list(sweep_dir.rglob("failed.json"))
-    assert len(failed) == 1 and "bogus" in str(failed[0].parent)
-    assert "must be null, one of uniform" in json.loads(failed[0].read_text())["error"]
+    assert_failed_jobs_recorded(proc, sweep_dir, ["/seed1/"])
     assert len(list(sweep_dir.rglob("results.json"))) == 1  # the job after it still ran
+    runs, groups, _ = collect([sweep_dir])
+    assert sorted(r.status for r in runs) == ["failed", "finished"]
+    assert [g.label for g in groups] == ["matryoshka.weights=uniform"]
     runs, groups, _ = collect([sweep_dir])
     assert sorted(r.status for r in runs) == ["failed", "finished"]
     assert [g.label for g in groups] == ["matryoshka.weights=uniform"]

@@ -34,3 +34,33 @@ for seed in 42 43; do
 done
 for seed in 42 43; do evaluate full "$seed"; evaluate lora "$seed"; done
 echo "all runs and evals done"
+
+# Collect (results, STS-B test pairs, the eval's table) and report: two-level intervals on STS-B;
+# SciFact nDCG@10 by seed (eval.py keeps no per-query scores, so no interval there).
+dest=experiments/results/lora_cpu
+for arm in full lora; do for seed in 42 43; do
+    mkdir -p "$dest/$arm/seed$seed"
+    cp "$root/$arm/seed$seed/results.json" "$root/$arm/seed$seed/test_pairs.npz" "$dest/$arm/seed$seed/"
+    cp "$root/$arm/seed$seed/eval/results.json" "$dest/$arm/seed$seed/eval_sts_scifact.json"
+    du -b "$root/$arm/seed$seed/checkpoints/last.ckpt" > "$dest/$arm/seed$seed/checkpoint_bytes.txt"
+done; done
+python -m mrl.report "$dest" --group-by folder --reference full
+python - "$dest" <<'PY'
+import json, statistics, sys
+from pathlib import Path
+dest = Path(sys.argv[1])
+rows, dims = {}, None
+for arm in ("full", "lora"):
+    per_seed = [json.loads(p.read_text())["benchmarks"]["scifact/ndcg@10"]
+                for p in sorted((dest / arm).glob("seed*/eval_sts_scifact.json"))]
+    dims = dims or sorted(map(int, per_seed[0]), reverse=True)
+    rows[arm] = {d: [s[str(d)] for s in per_seed] for d in dims}
+lines = ["SciFact test nDCG@10 (eval.py, 300 queries, 5,183 documents, 128 tokens): mean of the "
+         "seeds, each seed in brackets.", "", "| arm | " + " | ".join(map(str, dims)) + " |",
+         "|" + " --- |" * (len(dims) + 1)]
+for arm, by_dim in rows.items():
+    cells = [f"{statistics.mean(v):.4f} ({', '.join(f'{x:.4f}' for x in v)})" for v in by_dim.values()]
+    lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+(dest / "scifact.md").write_text("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY

@@ -188,7 +188,7 @@ def check_keys(cfg: DictConfig) -> None:
     unknown = unknown_keys(cfg, known, OPEN_KEYS)
     if unknown:
         raise ConfigError(unknown_key_message(unknown[0], known, "conf/evaluate/evaluate.yaml"))
-    fields = {f"{f.name}": False for f in dataclasses.fields(Source)}
+    fields = {**{f.name: False for f in dataclasses.fields(Source)}, "task": False}  # task: null
     for name, source_cfg in (cfg.get("benchmarks") or {}).items():
         if not isinstance(source_cfg, DictConfig) or source_cfg.get("task") is not None:
             continue  # a retrieval set: BeirSource.from_config names its unknown keys

@@ -7,13 +7,15 @@ states, which sentence-transformers' backend pools itself) and `sentence_embeddi
 the run pooled, through the projection head if any, not normalised): truncate it to d and
 normalise, as `truncate_dim=d` does. Made with `torch.onnx.export`'s dynamo exporter, which
 keeps the batch and length dynamic for decoders too (the TorchScript exporter bakes the batch
-size into their masks); runs with `onnxruntime` alone (tests/artifacts/test_onnx.py).
+size into their masks); runs with `onnxruntime` alone (tests/artifacts/test_onnx.py). The
+weights sit beside the graph in onnx/model.onnx.data, which onnxruntime finds by itself.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import warnings
 from pathlib import Path
 
@@ -59,6 +61,8 @@ def export_onnx(encoder, tokenizer, folder: Path) -> Path:
     example = tokenizer(["an example text to trace", "a"], padding=True, return_tensors="pt")
     example = tuple(example[name] for name in INPUTS)
     dynamic = torch.export.Dim.DYNAMIC
+    quiet = logging.getLogger("torch.onnx")  # "torchvision is not installed. Skipping ..."
+    level, quiet.level = quiet.level, logging.ERROR
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # the exporter's progress and deprecation chatter
         try:
@@ -73,4 +77,6 @@ def export_onnx(encoder, tokenizer, folder: Path) -> Path:
                 f"torch.onnx could not export {type(encoder.backbone).__name__}: {first}; "
                 "export without --onnx."
             ) from None
+        finally:
+            quiet.setLevel(level)
     return path

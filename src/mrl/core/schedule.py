@@ -22,6 +22,7 @@ def dims_from_rule(
     (768 -> 768/384/192/96/48 with ratio 1/16).
     `dense`: every multiple of the minimum up to the full width (384 -> 384/352/.../64/32).
     `ends`: the full width and the minimum only (384 -> 384/32).
+    The minimum is never below 2 (a width of 16 stops at 2, not 1).
     """
     if rule not in RULES:
         raise ConfigError(f"matryoshka.rule={rule!r} is unknown; use one of {', '.join(RULES)}.")
@@ -29,7 +30,9 @@ def dims_from_rule(
         raise ConfigError(
             f"matryoshka.min_dim_ratio={min_dim_ratio} must be in (0, 1], e.g. 0.0833 for 1/12."
         )
-    min_dim = max(1, round(hidden_size * min_dim_ratio))
+    # never below 2 (for a width of 2 or more): a one-dim prefix, renormalised, is its sign, so
+    # every cosine is +-1 and a Spearman over them is undefined or meaningless
+    min_dim = min(hidden_size, max(2, round(hidden_size * min_dim_ratio)))
     dims = [hidden_size]
     if rule == "dense":
         return [hidden_size, *range((hidden_size - 1) // min_dim * min_dim, 0, -min_dim)]

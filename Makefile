@@ -7,10 +7,10 @@ install:  ## CPU torch pin, then the package with dev tools
 	pip install torch==2.13.0 && pip install -e ".[dev]"
 
 test:  ## the fast inner loop: every test not marked slow
-	pytest -q -m "not slow"
+	OMP_NUM_THREADS=1 pytest -q -n 2 -m "not slow"
 
 test-full:  ## the whole suite, as CI runs it (README's test command)
-	ruff check . && pytest -q
+	ruff check . && OMP_NUM_THREADS=1 pytest -q -n 2
 
 lint:  ## ruff lint + format check
 	ruff check . && ruff format --check .

@@ -222,6 +222,30 @@ class Hang(Exception):
     pass
 
 
+def plan_within(run_main, override: str, run_dir, seconds: int) -> tuple[int, list[str], str]:
+    """`train.py <MRL> +plan=true <override>` in-process, stopped after `seconds`: its exit
+    status (0 when it planned), stderr's lines and stderr whole. The fuzzes' one run."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    def hang(*_):
+        raise Hang(f"{override} ran past {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(seconds)
+    err = io.StringIO()
+    try:
+        with redirect_stderr(err), redirect_stdout(io.StringIO()):
+            run_main([*MRL, "+plan=true", override], run_dir)
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    return code, err.getvalue().strip().splitlines(), err.getvalue()
+
+
 @pytest.mark.slow
 @settings(
     max_examples=75,  # random each run (not derandomized): CI explores new values every time
@@ -232,27 +256,8 @@ class Hang(Exception):
 def test_config_fuzz_runs_or_stops_in_one_line(data_dir, run_main, tmp_path, option, value):
     """Each example plans the run (+plan=true: checks, builds, loads the tiny data, prints)
     or stops with exit 2 and one error line, within 60 s, leaving no run folder."""
-    import io
-    from contextlib import redirect_stderr, redirect_stdout
-
     run_dir = tmp_path / f"fuzz-{abs(hash((option, value)))}"
-
-    def hang(*_):
-        raise Hang(f"{option}={value} ran past 60 s")
-
-    previous = signal.signal(signal.SIGALRM, hang)
-    signal.alarm(60)
-    err = io.StringIO()
-    try:
-        with redirect_stderr(err), redirect_stdout(io.StringIO()):
-            run_main([*MRL, "+plan=true", f"{option}={value}"], run_dir)
-        code = 0
-    except SystemExit as stop:
-        code = stop.code
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-    lines = err.getvalue().strip().splitlines()
+    code, lines, _ = plan_within(run_main, f"{option}={value}", run_dir, 60)
     assert code in (0, 2), f"{option}={value}: exit {code}: {lines[-5:]}"
     if code == 2:
         errors = [line for line in lines if line.startswith("error:")]

@@ -43,6 +43,21 @@ def _wait_for(path, proc, timeout=300):
         time.sleep(0.02)
 
 
+def _straight_and_killed(tmp_path, data_dir, extra):
+    """The same run twice: `straight/` uninterrupted, `killed/` SIGKILLed after its first
+    checkpoint (before it could finish) and run again to the end; returns both folders."""
+    straight = tmp_path / "straight"
+    _finish(_start(straight, data_dir, *extra))
+    run_dir = tmp_path / "killed"
+    proc = _start(run_dir, data_dir, *extra)
+    _wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "results.json").exists()
+    _finish(_start(run_dir, data_dir, *extra))
+    return straight, run_dir
+
+
 def _scores(run_dir):
     results = json.loads((run_dir / "results.json").read_text())
     return results["test"], results["validation"], results["global_step"]
@@ -142,14 +157,7 @@ def test_qat_calibration_and_2d_runs_resume_exactly_after_sigkill(tmp_path, data
     continue after a kill as if uninterrupted: same calibration, same scores, same grid."""
     extra = ["qat.terms=[{dim: 16, precision: binary}, {dim: 8, precision: int8}]",
              "matryoshka.layers=all", "matryoshka.n_layers_per_step=1"]  # fmt: skip
-    straight = tmp_path / "straight"
-    _finish(_start(straight, data_dir, *extra))
-    run_dir = tmp_path / "killed"
-    proc = _start(run_dir, data_dir, *extra)
-    _wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    _finish(_start(run_dir, data_dir, *extra))
+    straight, run_dir = _straight_and_killed(tmp_path, data_dir, extra)
     assert _scores(run_dir) == _scores(straight)
     for name in ("qat_calibration.json",):
         assert (run_dir / name).read_text() == (straight / name).read_text()
@@ -166,13 +174,5 @@ def test_other_architectures_resume_exactly_after_sigkill(tmp_path, data_dir, mo
     """The seed recipe's MPNet and a decoder under LoRA (whose checkpoints hold only the
     adapters) continue after a kill to the numbers of an uninterrupted run."""
     extra = [*model, "trainer.max_epochs=1", "data.max_train_samples=96"]  # 12 steps
-    straight = tmp_path / "straight"
-    _finish(_start(straight, data_dir, *extra))
-    run_dir = tmp_path / "killed"
-    proc = _start(run_dir, data_dir, *extra)
-    _wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (run_dir / "results.json").exists()
-    _finish(_start(run_dir, data_dir, *extra))
+    straight, run_dir = _straight_and_killed(tmp_path, data_dir, extra)
     assert _scores(run_dir) == _scores(straight)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,15 @@ from mrl.common.redact import redact
 from mrl.data.datamodule import MatryoshkaDataModule
 from mrl.run.checks import check_config, check_qat_warmup
 from mrl.run.module import MatryoshkaModule
+from mrl.run.precision import (
+    cpu_bf16_support,
+    cpu_bf16_warning,
+    lightning_precision,
+    resolve_precision,
+)
 from mrl.run.reliability import AtomicCheckpointIO, StopOnSignal
+
+log = logging.getLogger(__name__)
 
 
 def plain(node) -> dict:
@@ -79,11 +88,10 @@ def build_datamodule(cfg: DictConfig) -> MatryoshkaDataModule:
 
 
 def trainer_args(cfg: DictConfig) -> dict:
-    """The `trainer` group, passed to `lightning.Trainer`; precision `auto` picks bf16 on GPU."""
+    """The `trainer` group, passed to `lightning.Trainer`, with its precision resolved
+    (`mrl.run.precision`: `auto`, and `bf16-emulated` as a plugin)."""
     args = plain(cfg.trainer)
-    if args.get("precision") == "auto":
-        gpu = args.get("accelerator") in ("gpu", "cuda", "auto") and torch.cuda.is_available()
-        args["precision"] = "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
+    args["precision"] = resolve_precision(str(args.get("precision")), args.get("accelerator"))
     if cfg.callbacks.progress_bar == "none":
         args["enable_progress_bar"] = False
     return args
@@ -221,6 +229,12 @@ def build(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Run:
     folder = RunFolder(run_dir)
     trainer_kwargs = trainer_args(cfg)
     check_config(cfg, trainer_kwargs, folder)
+    trainer_kwargs, plugins = lightning_precision(trainer_kwargs)
+    warning = cpu_bf16_warning(
+        str(trainer_kwargs.get("precision")), trainer_kwargs.get("accelerator"), cpu_bf16_support()
+    )
+    if warning:
+        log.warning(warning)
     ckpt_path = folder.resume_checkpoint(cfg.ckpt_path)
     L.seed_everything(cfg.seed, workers=True)  # before the module: a random-init backbone
     module = build_module(cfg)
@@ -235,7 +249,7 @@ def build(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Run:
         **trainer_kwargs,
         logger=build_loggers(cfg, run_dir, overrides, checkpoint_step(ckpt_path)) or False,
         callbacks=[*build_callbacks(cfg, run_dir), stop_on_signal],
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *plugins],
         default_root_dir=run_dir,
     )
     return Run(module, datamodule, trainer, stop_on_signal, ckpt_path)

@@ -46,7 +46,10 @@ from mrl.run.option_values import (
 )
 
 REQUIRED_SOURCE = {"hub_id", "hub_split", "local_file", "columns"}
-PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
+PRECISIONS = (
+    "auto", "32-true", "32", "bf16-mixed", "bf16-emulated", "bf16-true", "16-mixed", "16-true",
+    "64-true",
+)  # fmt: skip
 
 
 OPTIONS: dict[str, Callable] = {
@@ -270,6 +273,11 @@ def check_combinations(cfg: DictConfig, trainer: dict) -> None:
             raise ConfigError(
                 f"trainer.devices={n_devices} but this machine has {available} GPU(s); "
                 f"use trainer.devices={available} or trainer.devices=auto."
+            )
+        if precision == "bf16-emulated":
+            raise ConfigError(
+                "trainer.precision=bf16-emulated checks bf16 numerics on a CPU without bf16 units; "
+                "on a GPU use trainer.precision=bf16-mixed."
             )
         if precision.startswith("bf16") and not torch.cuda.is_bf16_supported():
             raise ConfigError(

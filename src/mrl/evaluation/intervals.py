@@ -1,4 +1,5 @@
-"""Confidence intervals for the difference in STS Spearman between two groups of runs.
+"""Confidence intervals for the difference in STS Spearman (or in a per-query retrieval metric)
+between two groups of runs.
 
 "MRL beats the baseline at dim 64" should rest on an interval that holds both sources of
 chance: which seeds were trained, and which finite set of test pairs they were scored on.
@@ -186,3 +187,50 @@ def intervals_by_dim(
         )
         for dim in sorted(sims_a)
     }
+
+
+def mean_difference_interval(
+    scores_a,
+    scores_b,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """Mean-over-seeds of the mean per-query score of group a minus that of group b (e.g.
+    nDCG@10 on a BEIR set), with a two-level percentile interval.
+
+    `scores_a` is (seeds_a, queries): one row of per-query values per seed, all on the same
+    queries (`mrl.evaluation.retrieval.retrieval_per_query`); `scores_b` likewise. Each
+    replicate draws the queries with replacement, the same indices for both groups (query
+    difficulty cancels in the difference), and each group's seeds with replacement, rescaled
+    as in the Spearman interval (`_seed_mean`).
+    """
+    _check_level(level)
+    a, b = _as_runs(scores_a, "scores_a"), _as_runs(scores_b, "scores_b")
+    if a.shape[1] != b.shape[1]:
+        raise ConfigError(
+            f"mismatched query counts: scores_a has {a.shape[1]}, scores_b {b.shape[1]}; score "
+            "both groups on the same queries."
+        )
+    if a.shape[1] < 2 or int(n_boot) < 1:
+        raise ConfigError("need at least 2 queries and n_boot >= 1 for an interval.")
+    n_a, n_queries = a.shape[0], a.shape[1]
+    estimate = float(a.mean(axis=1).mean() - b.mean(axis=1).mean())
+    rng = np.random.default_rng(seed)
+    runs = np.concatenate([a, b])
+    chunk = max(1, _CHUNK_CELLS // ((runs.shape[0] + 1) * n_queries))
+    replicates = np.empty(int(n_boot))
+    for start in range(0, int(n_boot), chunk):
+        size = min(chunk, int(n_boot) - start)
+        drawn = rng.integers(0, n_queries, size=(size, n_queries))
+        means = runs[:, drawn].mean(axis=-1).T  # (size, seeds_a + seeds_b)
+        replicates[start : start + size] = _seed_mean(means[:, :n_a], rng) - _seed_mean(
+            means[:, n_a:], rng
+        )
+    tail = (1 - level) / 2
+    low, high = np.quantile(replicates, [tail, 1 - tail])
+    if n_a == 1 and b.shape[0] == 1:
+        method = "paired bootstrap over queries (1 seed: test-set variation only)"
+    else:
+        method = "two-level bootstrap: paired over queries, and over seeds within each group"
+    return Interval(estimate, float(low), float(high), float(level), n_a, b.shape[0], method)

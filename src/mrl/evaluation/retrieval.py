@@ -21,13 +21,16 @@ corpora above ~1M documents (their ties are not re-broken: approximate search is
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from mrl.common.errors import ConfigError
+from mrl.common.files import write_atomic
 from mrl.data.beir import BeirSet, BeirSource, load_beir
 
 DEPTH = 100
@@ -134,39 +137,87 @@ def relevance(top: np.ndarray, data: BeirSet) -> tuple[np.ndarray, np.ndarray]:
     return hits, np.array([len(data.relevant[qid]) for qid in data.query_ids])
 
 
-def ndcg_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> float:
-    """Mean nDCG@k, binary gains, the ideal DCG from min(|relevant|, k) hits at the top."""
+def ndcg_per_query(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
+    """Each query's nDCG@k, binary gains, the ideal DCG from min(|relevant|, k) hits at the top."""
     discount = 1 / np.log2(np.arange(k) + 2)
     top = hits[:, :k]
     dcg = (top * discount[: top.shape[1]]).sum(1)
     ideal = np.cumsum(discount)[np.minimum(n_relevant, k) - 1]
-    return float(np.mean(dcg / ideal))
+    return dcg / ideal
+
+
+def mrr_per_query(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
+    """Each query's reciprocal rank of its first relevant document in the top k (0 if none)."""
+    top = hits[:, :k]
+    return np.where(top.any(1), 1 / (top.argmax(1) + 1), 0.0)
+
+
+def recall_per_query(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
+    """Each query's share of its relevant documents found in its top k."""
+    return hits[:, :k].sum(1) / n_relevant
+
+
+def map_per_query(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
+    """Each query's average precision at k, divided by min(|relevant|, k) as ST does."""
+    top = hits[:, :k]
+    precision = np.cumsum(top, 1) / np.arange(1, top.shape[1] + 1)
+    return (precision * top).sum(1) / np.minimum(n_relevant, k)
+
+
+def ndcg_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> float:
+    """Mean nDCG@k over the queries (`ndcg_per_query`)."""
+    return float(np.mean(ndcg_per_query(hits, n_relevant, k)))
 
 
 def mrr_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> float:
-    """Mean reciprocal rank of the first relevant document in the top k (0 if none)."""
-    top = hits[:, :k]
-    return float(np.mean(np.where(top.any(1), 1 / (top.argmax(1) + 1), 0.0)))
+    """Mean reciprocal rank at k (`mrr_per_query`)."""
+    return float(np.mean(mrr_per_query(hits, n_relevant, k)))
 
 
 def recall_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> float:
-    """Mean share of each query's relevant documents found in its top k."""
-    return float(np.mean(hits[:, :k].sum(1) / n_relevant))
+    """Mean recall at k (`recall_per_query`)."""
+    return float(np.mean(recall_per_query(hits, n_relevant, k)))
 
 
 def map_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> float:
-    """Mean average precision at k, divided by min(|relevant|, k) as ST does."""
-    top = hits[:, :k]
-    precision = np.cumsum(top, 1) / np.arange(1, top.shape[1] + 1)
-    return float(np.mean((precision * top).sum(1) / np.minimum(n_relevant, k)))
+    """Mean average precision at k (`map_per_query`)."""
+    return float(np.mean(map_per_query(hits, n_relevant, k)))
 
 
 METRICS = {
-    "ndcg@10": (ndcg_at_k, 10),
-    "mrr@10": (mrr_at_k, 10),
-    "recall@100": (recall_at_k, 100),
-    "map@100": (map_at_k, 100),
+    "ndcg@10": (ndcg_per_query, 10),
+    "mrr@10": (mrr_per_query, 10),
+    "recall@100": (recall_per_query, 100),
+    "map@100": (map_per_query, 100),
 }
+
+
+def retrieval_per_query(
+    queries: np.ndarray,
+    docs: np.ndarray,
+    data: BeirSet,
+    dims: Sequence[int],
+    spec: IndexSpec | None = None,
+) -> dict[str, dict[int, np.ndarray]]:
+    """metric -> dim -> each query's value (in the order of `data.query_ids`) for full-width
+    query and document embeddings (rows in the order of `data.query_ids` / `data.corpus_ids`),
+    each dim's prefix renormalised and searched. The per-query values are what a bootstrap
+    over queries resamples (`mrl.evaluation.intervals.mean_difference_interval`)."""
+    spec = spec or IndexSpec()
+    order = id_order(data.corpus_ids)
+    scores: dict[str, dict[int, np.ndarray]] = {name: {} for name in METRICS}
+    for dim in dims:
+        q, d = prefix(queries, dim), prefix(docs, dim)
+        top = ranked(build_index(d, spec), q, d, order, exact=spec.index == "flat")
+        hits, n_relevant = relevance(top, data)
+        for name, (metric, k) in METRICS.items():
+            scores[name][int(dim)] = metric(hits, n_relevant, k)
+    return scores
+
+
+def mean_by_dim(per_query: dict[str, dict[int, np.ndarray]]) -> dict[str, dict[int, float]]:
+    """metric -> dim -> the mean over queries: the figures BEIR and MTEB report."""
+    return {m: {d: float(np.mean(v)) for d, v in by.items()} for m, by in per_query.items()}
 
 
 def retrieval_by_dim(
@@ -176,18 +227,8 @@ def retrieval_by_dim(
     dims: Sequence[int],
     spec: IndexSpec | None = None,
 ) -> dict[str, dict[int, float]]:
-    """metric -> dim -> value for full-width query and document embeddings (rows in the order
-    of `data.query_ids` / `data.corpus_ids`), each dim's prefix renormalised and searched."""
-    spec = spec or IndexSpec()
-    order = id_order(data.corpus_ids)
-    scores: dict[str, dict[int, float]] = {name: {} for name in METRICS}
-    for dim in dims:
-        q, d = prefix(queries, dim), prefix(docs, dim)
-        top = ranked(build_index(d, spec), q, d, order, exact=spec.index == "flat")
-        hits, n_relevant = relevance(top, data)
-        for name, (metric, k) in METRICS.items():
-            scores[name][int(dim)] = metric(hits, n_relevant, k)
-    return scores
+    """metric -> dim -> mean over queries (`retrieval_per_query`)."""
+    return mean_by_dim(retrieval_per_query(queries, docs, data, dims, spec))
 
 
 def is_retrieval(name: str, source_cfg) -> bool:
@@ -216,13 +257,55 @@ def encode_retrieval(model, data, batch_size: int) -> tuple[np.ndarray, np.ndarr
     return sides[0], sides[1]
 
 
+@dataclass(frozen=True)
+class QueryScores:
+    """One BEIR set's per-query metrics: metric -> dim -> (queries,), in `query_ids` order."""
+
+    query_ids: list[str]
+    per_query: dict[str, dict[int, np.ndarray]]
+
+
 def score_retrieval(model, name, source_cfg, dims, batch_size, spec, apply) -> dict[str, dict]:
-    """`<name>/<metric>` -> dim -> value for one BEIR set (`apply`: the post-hoc map)."""
+    """`<name>/<metric>` -> dim -> mean for one BEIR set (`apply`: the post-hoc map)."""
+    return score_retrieval_queries(model, name, source_cfg, dims, batch_size, spec, apply)[0]
+
+
+def score_retrieval_queries(
+    model, name, source_cfg, dims, batch_size, spec, apply
+) -> tuple[dict[str, dict], QueryScores]:
+    """`<name>/<metric>` -> dim -> mean for one BEIR set (`apply`: the post-hoc map), and the
+    per-query values behind the means."""
     data = load_beir(BeirSource.from_config(source_cfg, name))
     if spec.index == "flat" and len(data.corpus) > FLAT_MAX_DOCS:
         print(f"{name}: {len(data.corpus)} documents; retrieval.index=hnsw searches faster.")
     queries, docs = map(apply, encode_retrieval(model, data, batch_size))
-    scores = retrieval_by_dim(queries, docs, data, dims, spec)
+    per_query = retrieval_per_query(queries, docs, data, dims, spec)
+    scores = mean_by_dim(per_query)
     ndcg = scores["ndcg@10"][dims[0]]
     print(f"{name}: {len(queries)} queries, {len(docs)} docs, nDCG@10 at {dims[0]}: {ndcg:.4f}")
-    return {f"{name}/{metric}": by_dim for metric, by_dim in scores.items()}
+    means = {f"{name}/{metric}": by_dim for metric, by_dim in scores.items()}
+    return means, QueryScores(list(data.query_ids), per_query)
+
+
+def write_query_scores(path: Path, scores: QueryScores) -> None:
+    """`<metric>/<dim>` arrays and the query ids in one .npz, written atomically."""
+    arrays = {
+        f"{m}/{d}": v.astype(np.float64)
+        for m, by in scores.per_query.items()
+        for d, v in by.items()
+    }
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, query_ids=np.asarray(scores.query_ids), **arrays)
+    write_atomic(path, buffer.getvalue())
+
+
+def load_query_scores(path: Path) -> QueryScores:
+    """What `write_query_scores` wrote."""
+    with np.load(path, allow_pickle=False) as saved:
+        per_query: dict[str, dict[int, np.ndarray]] = {}
+        for key in saved.files:
+            if key == "query_ids":
+                continue
+            metric, dim = key.rsplit("/", 1)
+            per_query.setdefault(metric, {})[int(dim)] = saved[key]
+        return QueryScores([str(q) for q in saved["query_ids"]], per_query)

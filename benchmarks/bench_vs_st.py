@@ -8,7 +8,9 @@ Usage (offline, from the repository root; needs `pip install -e ".[bench]"`):
 Parts (each prints its ratio; `all` runs them in this order):
   train     training samples/s, ours / sentence-transformers' SentenceTransformerTrainer with
             MatryoshkaLoss(MultipleNegativesRankingLoss): same backbone, triplets, batch size,
-            sequence length, fp32, dims and no-duplicates batches; rounds alternate ours/theirs.
+            sequence length, dims and no-duplicates batches; rounds alternate ours/theirs; in
+            fp32 and in bf16 (ours: precision bf16-mixed; theirs: bf16=True, CPU autocast),
+            each ratio and ours-best / theirs-best. bf16 only on a CPU with bf16 units.
   overhead  our MRL step / our plain (baseline) step, alternating rounds.
   chunks    our step with 64 texts per encoder call / with the default `model.chunk_size=auto`
             (16 on CPU), alternating rounds: what grouping texts by length in small chunks buys.
@@ -52,7 +54,9 @@ def compose(overrides: list[str]):
 # ------------------------------------------------------------------ ours
 
 
-def our_step_times(batch: int, steps: int, seq_len: int, overrides: list[str]) -> list[float]:
+def our_step_times(
+    batch: int, steps: int, seq_len: int, overrides: list[str], precision: str = "32-true"
+) -> list[float]:
     import lightning as L
 
     from mrl.run.build import build_datamodule, build_module
@@ -83,7 +87,7 @@ def our_step_times(batch: int, steps: int, seq_len: int, overrides: list[str]) -
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
-        precision="32-true",
+        precision=precision,
         max_steps=steps,
         logger=False,
         enable_checkpointing=False,
@@ -132,7 +136,9 @@ def _st_model(seq_len: int):
     return model
 
 
-def st_step_times(batch: int, steps: int, seq_len: int, two_d: bool = False) -> list[float]:
+def st_step_times(
+    batch: int, steps: int, seq_len: int, two_d: bool = False, bf16: bool = False
+) -> list[float]:
     import datasets
     from sentence_transformers import (
         SentenceTransformerTrainer,
@@ -173,6 +179,7 @@ def st_step_times(batch: int, steps: int, seq_len: int, two_d: bool = False) -> 
             report_to="none",
             logging_steps=10_000,
             use_cpu=True,
+            bf16=bf16,  # on the CPU: torch.autocast("cpu", bfloat16) around the forward
             seed=0,
             disable_tqdm=True,
             dataloader_drop_last=True,
@@ -229,17 +236,41 @@ def alternate(a, label_a: str, steps_a, label_b: str, steps_b) -> tuple[float, f
     return statistics.median(times_a), statistics.median(times_b), len(times_a)
 
 
+PRECISIONS = {"fp32": ("32-true", False), "bf16": ("bf16-mixed", True)}
+
+
 def part_train(a) -> None:
-    o, t, n = alternate(
-        a,
-        "ours", lambda: our_step_times(a.batch, a.steps, a.seq_len, []),
-        "theirs", lambda: st_step_times(a.batch, a.steps, a.seq_len),
-    )  # fmt: skip
-    print(
-        f"train: batch {a.batch} triplets, seq {a.seq_len}, fp32, {n}+{n} "
-        f"steps: ours {a.batch / o:.2f} samples/s, sentence-transformers {a.batch / t:.2f} "
-        f"samples/s -> ratio ours/theirs = {t / o:.2f}x"
-    )
+    """Ours and theirs in each precision of --precisions, alternating rounds within each; then
+    each side at its best. bf16 is skipped with one line on a CPU without bf16 units (it runs
+    in software there, many times slower: timing it says nothing) unless --force-bf16."""
+    from mrl.run.precision import cpu_bf16_support
+
+    best: dict[str, tuple[float, str]] = {}
+    for name in a.precisions.split(","):
+        ours_precision, their_bf16 = PRECISIONS[name]
+        if name == "bf16" and cpu_bf16_support() is None and not a.force_bf16:
+            print("train bf16: skipped, this CPU has no bf16 units (no avx512_bf16, amx_bf16 or "
+                  "Arm bf16 flag); --force-bf16 times it anyway")  # fmt: skip
+            continue
+        o, t, n = alternate(
+            a,
+            f"ours {name}", lambda p=ours_precision: our_step_times(
+                a.batch, a.steps, a.seq_len, a.ours, p),
+            f"theirs {name}", lambda b=their_bf16: st_step_times(
+                a.batch, a.steps, a.seq_len, bf16=b),
+        )  # fmt: skip
+        print(
+            f"train {name}: batch {a.batch} triplets, seq {a.seq_len}, {n}+{n} steps: ours "
+            f"{o:.3f} s/step ({a.batch / o:.2f} samples/s), sentence-transformers {t:.3f} s/step "
+            f"({a.batch / t:.2f} samples/s) -> ours/theirs = {t / o:.2f}x"
+        )
+        for side, value in (("ours", o), ("theirs", t)):
+            if side not in best or value < best[side][0]:
+                best[side] = (value, name)
+    if len(best) == 2:
+        (o, on), (t, tn) = best["ours"], best["theirs"]
+        print(f"train at best: ours {o:.3f} s/step ({on}), sentence-transformers {t:.3f} s/step "
+              f"({tn}) -> ours-best / theirs-best = {t / o:.2f}x")  # fmt: skip
 
 
 # our 2D step configured like sentence-transformers' Matryoshka2dLoss defaults
@@ -370,6 +401,11 @@ def main() -> None:
     parser.add_argument("--eval-batch", type=int, default=64, help="pairs per eval batch")
     parser.add_argument("--mini", type=int, default=32, help="cached mode mini-batch (texts)")
     parser.add_argument("--cached", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--precisions", default="fp32,bf16", help="train: fp32, bf16 or both")
+    parser.add_argument(
+        "--force-bf16", action="store_true", help="train: time bf16 without bf16 units"
+    )
+    parser.add_argument("--ours", nargs="*", default=[], help="train: overrides for our side")
     a = parser.parse_args()
     if not os.environ.get("MRL_DATA_DIR") or not os.environ.get("MRL_MODEL_DIR"):
         sys.exit(

@@ -12,7 +12,10 @@ measured fp32 matrix-multiply rate, and the share of computed tokens that is pad
    T tokens: 3 x (2 N T + 4 L H T^2) (N: parameters outside the embeddings, L layers, H width;
    forward once, backward twice), over real tokens (the model's work) and over computed tokens
    (the machine's work, padding included).
-Prints both rates, their ratio to the matmul rate, and the padding share; run on idle cores.
+3. The bf16 matmul rate the same way (on a CPU without bf16 units, a 512^3 product: bf16 runs
+   in software there), and the step's model FLOP/s against it: with `--precision bf16-mixed`
+   the limit a bf16 step is measured against.
+Prints the rates, their ratios to the matmul rates, and the padding share; run on idle cores.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflops(n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b  # warm-up
     best = float("inf")
     for _ in range(repeats):
@@ -59,6 +62,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--model", default="minilm_l6", help="a conf/model/ name")
+    parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
+    parser.add_argument("--override", nargs="*", default=[], help="more train.py overrides")
     parser.add_argument("--out", type=Path)
     a = parser.parse_args()
     if not os.environ.get("MRL_DATA_DIR"):
@@ -67,11 +72,16 @@ def main() -> None:
     from hydra import compose, initialize_config_dir
 
     from mrl.run.build import build_datamodule, build_module
+    from mrl.run.precision import cpu_bf16_support
 
     peak = max(matmul_gflops() for _ in range(2))
+    bf16_units = cpu_bf16_support()
+    # without bf16 units a 2048^3 bf16 product takes about a minute: a smaller one says as much
+    size, repeats = (2048, 5) if bf16_units else (512, 2)
+    peak_bf16 = max(matmul_gflops(size, repeats, torch.bfloat16) for _ in range(2))
     overrides = ["+exp=allnli_mrl", f"model={a.model}", f"data.batch_size={a.batch}",
                  f"data.max_seq_length={a.seq_len}",
-                 f"data.max_train_samples={a.batch * (a.steps + 2)}"]  # fmt: skip
+                 f"data.max_train_samples={a.batch * (a.steps + 2)}", *a.override]  # fmt: skip
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     times, real, computed = [], [], []
@@ -104,7 +114,7 @@ def main() -> None:
     L.seed_everything(0, verbose=False)
     module, datamodule = build_module(cfg), build_datamodule(cfg)
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, precision="32-true", max_steps=a.steps, logger=False,
+        accelerator="cpu", devices=1, precision=a.precision, max_steps=a.steps, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         limit_val_batches=0, num_sanity_val_steps=0, callbacks=[StepTimer()],
     )  # fmt: skip
@@ -116,11 +126,15 @@ def main() -> None:
     padding = 1 - sum(t for t, _ in real[timed]) / sum(t for t, _ in computed[timed])
     result = {
         "threads": torch.get_num_threads(), "matmul_fp32_gflops": peak,
+        "matmul_bf16_gflops": peak_bf16, "cpu_bf16_units": bf16_units or "none",
+        "precision": a.precision, "overrides": " ".join(a.override) or "none",
         "model": a.model, "batch_triplets": a.batch, "seq_len": a.seq_len,
         "timed_steps": len(times[timed]), "median_step_s": statistics.median(times[timed]),
         "model_gflops_per_s": model_rate, "computed_gflops_per_s": machine_rate,
         "model_share_of_matmul_rate": model_rate / peak,
-        "computed_share_of_matmul_rate": machine_rate / peak, "padding_share_of_tokens": padding,
+        "computed_share_of_matmul_rate": machine_rate / peak,
+        "model_share_of_bf16_matmul_rate": model_rate / peak_bf16,
+        "padding_share_of_tokens": padding,
     }  # fmt: skip
     for key, value in result.items():
         print(f"{key:>30}: {value:.4g}" if isinstance(value, float) else f"{key:>30}: {value}")

@@ -70,7 +70,10 @@ def test_cpu_step_flops_reports_rates_and_padding(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     r = json.loads(out.read_text())
-    assert r["matmul_fp32_gflops"] > 0 and r["timed_steps"] == 2
+    assert r["matmul_fp32_gflops"] > 0 and r["matmul_bf16_gflops"] > 0 and r["timed_steps"] == 2
+    assert r["model_share_of_bf16_matmul_rate"] == pytest.approx(
+        r["model_gflops_per_s"] / r["matmul_bf16_gflops"]
+    )
     assert r["computed_gflops_per_s"] >= r["model_gflops_per_s"] > 0
     assert 0 <= r["padding_share_of_tokens"] < 1
 

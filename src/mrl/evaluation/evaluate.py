@@ -11,9 +11,11 @@ full width; each dim's prefix is renormalised and searched with FAISS (`mrl.eval
 `retrieval.index=flat` exact, `ivf`/`hnsw` approximate). Its metrics are stored as benchmarks
 named `<set>/<metric>` (e.g. `scifact/ndcg@10`), so STS and retrieval share one table per dim.
 
-`transform=pca|rotation|adaptor` (`mrl.evaluation.posthoc`, docs/comparators.md) fits a map on
-training texts and applies it to every benchmark's full-width embeddings before the prefixes are
-cut; the map is saved in the eval folder. Each STS benchmark's per-pair cosines at every dim are
+`transform=pca|rotation|adaptor|random_subset|csr` (`mrl.evaluation.posthoc`,
+docs/comparators.md) fits a map on training texts and applies it to every benchmark's full-width
+embeddings before the prefixes are cut (random_subset: a random d-subset per draw, the mean of
+the draws; csr: a k-sparse code per k instead of a prefix); the map is saved in the eval folder.
+Each STS benchmark's per-pair cosines at every dim are
 saved (`mrl.artifacts.pairs`): the test benchmark's as `test_pairs.npz`, as a training run writes
 them, the others as `pairs/<name>.npz`, so a report can put intervals on eval folders too.
 
@@ -58,7 +60,7 @@ from mrl.data.beir import BeirSource
 from mrl.data.lengths import check_length, model_positions
 from mrl.data.sources import Source, load_source
 from mrl.evaluation.grid import GRID_PNG, check_grid, grid_png, grid_record, parse_grid
-from mrl.evaluation.metrics import pair_similarities, spearman_of_similarities
+from mrl.evaluation.metrics import spearman_of_similarities
 from mrl.evaluation.posthoc import check_transform, export_posthoc, fit_posthoc
 from mrl.evaluation.retrieval import IndexSpec, is_retrieval, score_retrieval
 
@@ -233,11 +235,14 @@ def check_settings(cfg: DictConfig) -> None:
 
 def write_sts_pairs(run_dir: Path, pairs: dict[str, tuple], test_benchmark: str) -> None:
     """Each STS benchmark's gold scores and per-dim cosines: the test benchmark's as
-    test_pairs.npz (a training run's name and layout), the others as pairs/<name>.npz."""
-    for name, (gold, sims) in pairs.items():
-        path = run_dir / (PAIRS if name == test_benchmark else f"pairs/{slug(name)}.npz")
-        path.parent.mkdir(exist_ok=True)
-        write_pairs(path, gold, sims)
+    test_pairs.npz (a training run's name and layout), the others as pairs/<name>.npz; with
+    several draws (random_subset) each draw's in draws/<i>/, to be stacked as seeds are."""
+    for name, (gold, draws) in pairs.items():
+        for i, sims in enumerate(draws):
+            folder = run_dir if len(draws) == 1 else run_dir / "draws" / str(i)
+            path = folder / (PAIRS if name == test_benchmark else f"pairs/{slug(name)}.npz")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_pairs(path, gold, sims)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> RunResults:
@@ -264,19 +269,26 @@ def run(cfg: DictConfig, run_dir: Path) -> RunResults:
         else:
             dims = check_dims(requested, width, "dims")
         post = fit_posthoc(model, cfg, dims)
+        dims = post.dims or dims  # csr: its k values
         scores, sts, pairs = {}, [], {}
         for name, source_cfg in cfg.benchmarks.items():
             if is_retrieval(name, source_cfg):
+                if post.per_dim:  # random_subset, csr: not one map before the prefix cut
+                    args = (model, name, source_cfg, dims, cfg.batch_size, spec)
+                    scores.update(post.mean_of_draws(post.retrieval_draws(*args)))
+                    continue
                 scores.update(
                     score_retrieval(model, name, source_cfg, dims, cfg.batch_size, spec, post.apply)
                 )
                 continue
             sts.append(name)
             ds = load_source(Source.from_config(source_cfg))
-            left, right = map(post.apply, encode_benchmark(model, ds, cfg.batch_size))
-            sims = pair_similarities(left, right, dims)
-            scores[name] = spearman_of_similarities(sims, list(ds["score"]))
-            pairs[name] = (list(ds["score"]), sims)
+            draws = post.pair_draws(*encode_benchmark(model, ds, cfg.batch_size), dims)
+            gold = list(ds["score"])
+            scores.update(
+                post.mean_of_draws([{name: spearman_of_similarities(s, gold)} for s in draws])
+            )
+            pairs[name] = (gold, draws)
             if cfg.grid and len(sts) == 1:  # the layers x dims grid of the test benchmark
                 grid = grid_record(model, ds, dims, cfg.batch_size)
             print(f"{name}: {len(ds)} pairs, Spearman at {dims[0]}: {scores[name][dims[0]]:.4f}")

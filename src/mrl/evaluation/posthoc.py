@@ -1,13 +1,20 @@
-"""Post-hoc comparators for any model (`eval.py transform=pca|rotation|adaptor`): a map fitted
-on TRAINING texts the model encodes, applied to every benchmark's full-width embeddings before
-each prefix is cut and renormalised. They answer "what would a cheap fix of a model that was
-not trained for prefixes score?", beside our Matryoshka runs.
+"""Post-hoc comparators for any model (`eval.py transform=pca|rotation|adaptor|random_subset|csr`):
+a map fitted on TRAINING texts the model encodes, applied to every benchmark's full-width
+embeddings before each prefix is cut and renormalised. They answer "what would a cheap fix of a
+model that was not trained for prefixes score?", beside our Matryoshka runs.
 
 - `pca` (`mrl.evaluation.transforms`): centre, then rotate onto the principal axes, largest variance
   first. `rotation`: a seeded random orthogonal matrix, no data needed (the null control).
 - `adaptor` (`mrl.evaluation.adaptor`): a linear or residual-MLP map trained with the Matryoshka
   loss at the eval dims on the cached training embeddings; `transform_fit.load` reuses a saved
   one.
+- `random_subset` (`mrl.evaluation.transforms.random_orders`): d coordinates drawn at random
+  instead of the first d, `transform_fit.draws` times (nested within a draw: a random order of
+  the coordinates, then the usual prefix cut); each score is the mean over the draws and
+  results.json keeps every draw's (`posthoc.per_draw`).
+- `csr` (`mrl.evaluation.csr`): not a prefix at all: a top-k sparse autoencoder per k (the eval
+  dims, or `transform_fit.k`) trained with CSR's objective on the cached training embeddings;
+  a text is its k-sparse code, compared by cosine, stored as k (index, value) pairs.
 
 The texts: `transform_fit.data` (default: the AllNLI train triplets, the training data of
 conf/data/allnli.yaml; a test split, or a benchmark's own file, is refused), its first
@@ -31,6 +38,8 @@ from omegaconf import OmegaConf
 from mrl.artifacts.models import embedding_width, model_folder, slug
 from mrl.artifacts.run_folder import MRL_INFO
 from mrl.common.errors import ConfigError
+from mrl.common.files import write_atomic
+from mrl.data.beir import BeirSource, load_beir
 from mrl.data.sources import Source, load_source
 from mrl.evaluation.adaptor import (
     Adaptor,
@@ -42,27 +51,39 @@ from mrl.evaluation.adaptor import (
     save_adaptor,
     train_adaptor,
 )
+from mrl.evaluation.csr import SparseCoder, check_k, code_bytes, new_coder, save_coders, train_coder
+from mrl.evaluation.metrics import pair_similarities
+from mrl.evaluation.retrieval import encode_retrieval, retrieval_by_dim
 from mrl.evaluation.transforms import (
     LinearMap,
     check_pca_samples,
     export_dense,
     pca_map,
+    random_orders,
     rotation_map,
     save_linear,
 )
 
-TRANSFORMS = ("pca", "rotation", "adaptor")
-FIT_KEYS = ("data", "max_samples", "seed", "kind", "epochs", "lr", "batch_size", "load", "export")
+TRANSFORMS = ("pca", "rotation", "adaptor", "random_subset", "csr")
+FIT_KEYS = ("data", "max_samples", "seed", "kind", "epochs", "lr", "batch_size", "load", "export",
+            "draws", "latent_mult", "k")  # fmt: skip
+ORDERS = "random_subset.safetensors"
 PROGRESS_MIN = 1000  # texts: an encode this long shows a progress bar
 
 
 @dataclass
 class PostHoc:
-    """The fitted map (`name` None: the model as it is) and what results.json keeps of it."""
+    """The fitted map (`name` None: the model as it is) and what results.json keeps of it.
+    `orders` (random_subset: one random order of the coordinates per draw) and `coders` (csr:
+    one sparse coder per k) replace the prefix cut itself, so they score each dim their own
+    way (`pair_draws`, `retrieval_draws`); `dims`: csr's k values, the table's columns."""
 
     name: str | None = None
     linear: LinearMap | None = None
     adaptor: Adaptor | None = None
+    orders: torch.Tensor | None = None
+    coders: dict[int, SparseCoder] | None = None
+    dims: list[int] | None = None
     record: dict = field(default_factory=dict)
 
     def apply(self, x):
@@ -74,12 +95,64 @@ class PostHoc:
         y = self.linear(t) if self.linear is not None else self.adaptor.apply_frozen(t)
         return y.cpu().numpy() if is_numpy else y
 
+    def pair_draws(self, left, right, dims) -> list[dict[int, np.ndarray]]:
+        """Each pair's cosine at every dim (csr: every k), one dict per draw (random_subset
+        has `transform_fit.draws`, every other map one)."""
+        if self.orders is not None:
+            orders = self.orders.to(left.device)
+            return [pair_similarities(left[:, o], right[:, o], dims) for o in orders]
+        if self.coders is not None:
+            return [{k: pair_similarities(c.codes(left, k), c.codes(right, k), [c.latent])[c.latent]
+                     for k, c in self.coders.items()}]  # fmt: skip
+        return [pair_similarities(self.apply(left), self.apply(right), dims)]
+
+    @property
+    def per_dim(self) -> bool:
+        """True when each dim is scored its own way (random_subset, csr), not as one map
+        applied before the prefix cut."""
+        return self.orders is not None or self.coders is not None
+
+    def retrieval_draws(self, model, name, source_cfg, dims, batch_size, spec) -> list[dict]:
+        """`<name>/<metric>` -> dim -> value of a BEIR set (`per_dim` maps only), one dict per
+        draw (as `pair_draws`); csr searches each k's codes (latent wide, k non-zeros) by
+        cosine."""
+        data = load_beir(BeirSource.from_config(source_cfg, name))
+        queries, docs = encode_retrieval(model, data, batch_size)
+        if self.orders is not None:
+            draws = [retrieval_by_dim(queries[:, o], docs[:, o], data, dims, spec)
+                     for o in self.orders.numpy()]  # fmt: skip
+        else:
+            draws = [{}]
+            q, d = torch.from_numpy(queries), torch.from_numpy(docs)
+            for k, c in self.coders.items():
+                at_k = retrieval_by_dim(c.codes(q, k).numpy(), c.codes(d, k).numpy(), data,
+                                        [c.latent], spec)  # fmt: skip
+                for metric, by_dim in at_k.items():
+                    draws[0].setdefault(metric, {})[k] = by_dim[c.latent]
+        return [{f"{name}/{metric}": by_dim for metric, by_dim in s.items()} for s in draws]
+
+    def mean_of_draws(self, draws: list[dict[str, dict[int, float]]]) -> dict:
+        """benchmark -> dim -> the mean over the draws; with several draws, each draw's scores
+        go to `record["per_draw"]` (benchmark -> dim -> list), so an interval can be formed."""
+        if len(draws) == 1:
+            return draws[0]
+        per_draw = self.record.setdefault("per_draw", {})
+        means = {}
+        for name in draws[0]:
+            per_draw[name] = {d: [s[name][d] for s in draws] for d in draws[0][name]}
+            means[name] = {d: float(np.mean(v)) for d, v in per_draw[name].items()}
+        return means
+
     def save(self, folder: Path) -> None:
         """The map's file(s) in `folder` (nothing for no map)."""
         if self.linear is not None:
             save_linear(self.linear, Path(folder) / f"{self.name}.safetensors", self.record)
         elif self.adaptor is not None:
             save_adaptor(self.adaptor, Path(folder), self.record)
+        elif self.orders is not None:
+            write_atomic(Path(folder) / ORDERS, save_orders(self.orders, self.record))
+        elif self.coders is not None:
+            save_coders(self.coders, Path(folder), self.record)
 
     def weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.linear is not None:
@@ -137,8 +210,11 @@ def check_transform(cfg) -> None:
     unknown = sorted(set(fit) - set(FIT_KEYS))
     if unknown:
         raise ConfigError(f"transform_fit has unknown keys {unknown}; it takes {FIT_KEYS}.")
-    for key, example in (("epochs", 5), ("batch_size", 128), ("max_samples", 4000)):
+    for key, example in (("epochs", 5), ("batch_size", 128), ("max_samples", 4000), ("draws", 5),
+                         ("latent_mult", 4)):  # fmt: skip
         _whole(fit, key, example, allow_none=key == "max_samples")
+    if fit["k"] is not None:
+        check_k(fit["k"])
     if isinstance(fit["seed"], bool) or not isinstance(fit["seed"], int):
         raise ConfigError(f"transform_fit.seed={fit['seed']!r} must be a whole number.")
     lr = fit["lr"]
@@ -158,11 +234,16 @@ def check_transform(cfg) -> None:
         return
     if transform == "adaptor" and fit["export"] and kind != "linear":
         linear_weights(Adaptor(1, kind))  # its one-line refusal
-    if transform != "rotation" and fit["load"] is None:
+    if transform in ("random_subset", "csr") and fit["export"]:
+        raise ConfigError(
+            f"transform={transform} is no single linear map, so it has no sentence-transformers "
+            "export; set transform_fit.export=false."
+        )
+    if transform not in ("rotation", "random_subset") and fit["load"] is None:
         source = check_fit_data(cfg.transform_fit.data, cfg.benchmarks)
-        if transform == "adaptor" and len(source.text_columns) < 2:
+        if transform in ("adaptor", "csr") and len(source.text_columns) < 2:
             raise ConfigError(
-                f"transform_fit.data has text columns {list(source.text_columns)}; an adaptor "
+                f"transform_fit.data has text columns {list(source.text_columns)}; {transform} "
                 "trains on rows of an anchor, its positive and any negatives (2 columns or more)."
             )
 
@@ -190,6 +271,11 @@ def fit_posthoc(model, cfg, dims: list[int]) -> PostHoc:
     if transform == "rotation":
         record["seed"] = fit["seed"]
         return PostHoc("rotation", linear=rotation_map(width, fit["seed"]), record=record)
+    if transform == "random_subset":
+        record.update(seed=fit["seed"], draws=fit["draws"], nested=True,
+                      bytes_per_embedding={d: 4 * d for d in dims})  # fmt: skip
+        orders = random_orders(width, fit["draws"], fit["seed"])
+        return PostHoc("random_subset", orders=orders, record=record)
     if fit["load"] is not None:
         adaptor, info = load_adaptor(fit["load"], width)
         record = {**info, "transform": transform, "loaded_from": str(fit["load"])}
@@ -209,15 +295,44 @@ def fit_posthoc(model, cfg, dims: list[int]) -> PostHoc:
     ).float()
     if transform == "pca":
         return PostHoc("pca", linear=pca_map(embeddings), record=record)
+    columns = [embeddings[rows[:, j].to(embeddings.device)] for j in range(rows.shape[1])]
+    if transform == "csr":
+        return fit_csr(columns, width, fit, dims, record)
     settings = {k: fit[k] for k in ("kind", "epochs", "lr", "batch_size", "seed")}
     adaptor = new_adaptor(width, fit["kind"], fit["seed"])
-    columns = [embeddings[rows[:, j].to(embeddings.device)] for j in range(rows.shape[1])]
     history = train_adaptor(
         adaptor, columns, dims, fit["epochs"], fit["lr"], fit["batch_size"], fit["seed"]
     )
     print(f"adaptor loss by epoch: {', '.join(f'{x:.4f}' for x in history)}")
     record.update(settings, dims=list(dims), loss_history=history)
     return PostHoc("adaptor", adaptor=adaptor, record=record)
+
+
+def fit_csr(columns, width: int, fit: dict, dims: list[int], record: dict) -> PostHoc:
+    """One sparse coder per k (`transform_fit.k`, or the eval dims), each trained with CSR's
+    objective on the cached training columns (`mrl.evaluation.csr`)."""
+    latent = fit["latent_mult"] * width
+    ks = check_k(dims if fit["k"] is None else fit["k"], latent)
+    coders, history = {}, {}
+    for k in ks:
+        coders[k] = new_coder(width, latent, fit["seed"])
+        history[k] = train_coder(
+            coders[k], columns, k, fit["epochs"], fit["lr"], fit["batch_size"], fit["seed"]
+        )
+        print(f"csr k={k} loss by epoch: {', '.join(f'{x:.4f}' for x in history[k])}")
+    settings = {key: fit[key] for key in ("epochs", "lr", "batch_size", "seed", "latent_mult")}
+    record.update(settings, latent=latent, k=ks, loss_history=history,
+                  bytes_per_embedding={k: code_bytes(k, latent) for k in ks})  # fmt: skip
+    return PostHoc("csr", coders=coders, dims=ks, record=record)
+
+
+def save_orders(orders: torch.Tensor, record: dict) -> bytes:
+    """random_subset's orders (draws x width, int64) as safetensors bytes, the record as
+    metadata."""
+    from safetensors.torch import save
+
+    metadata = {key: json.dumps(value) for key, value in record.items()}
+    return save({"orders": orders.contiguous()}, metadata=metadata)
 
 
 def export_posthoc(post: PostHoc, model, name: str, dims, out: Path, workdir: Path) -> Path:

@@ -87,6 +87,15 @@ def random_rotation(width: int, seed: int) -> torch.Tensor:
     return (q * torch.diagonal(r).sign()[None, :]).float()
 
 
+def random_orders(width: int, draws: int, seed: int) -> torch.Tensor:
+    """`draws` random orders of the `width` coordinates (draws x width), one seeded generator
+    drawing them in turn (so the first draws of seed s are the same for any `draws`). A draw's
+    d-subset is its first d coordinates: nested, so d < d' keeps a subset of the d'-subset as a
+    prefix does, and each d-subset alone is uniform over all d-subsets."""
+    generator = torch.Generator().manual_seed(int(seed))
+    return torch.stack([torch.randperm(width, generator=generator) for _ in range(draws)])
+
+
 def pca_map(embeddings: torch.Tensor) -> LinearMap:
     mean, components = fit_pca(embeddings)
     return LinearMap("pca", mean, components)

@@ -37,10 +37,12 @@ def load_run(path: Path) -> dict:
             losses = {k: float(v) for k, v in row.items() if k.startswith("train/loss@") and v}
             if losses:
                 steps.append({"step": int(row["step"]), **losses})
-    results = (
-        json.loads((path / "results.json").read_text()) if (path / "results.json").is_file() else {}
-    )
-    precision = results.get("config", {}).get("trainer", {}).get("precision", "?")
+    config = path / ".hydra" / "config.yaml"  # what the run was started with
+    precision = "?"
+    if config.is_file():
+        from omegaconf import OmegaConf
+
+        precision = str(OmegaConf.load(config).trainer.precision)
     return {"precision": precision, "losses_per_step": steps}
 
 

@@ -91,3 +91,30 @@ def test_computed_lengths_pad_each_chunk_to_its_longest():
     lengths = torch.tensor([3, 9, 4, 8, 2])
     assert flops.computed_lengths(lengths, None).tolist() == [9] * 5
     assert flops.computed_lengths(lengths, 2).tolist() == [4, 9, 4, 9, 2]  # chunks {9,8} {4,3} {2}
+
+
+def test_compare_precisions_reads_run_folders(tmp_path):
+    """Two run folders' logged losses: a run against itself tracks, one 10 % higher does not."""
+    runs = {}
+    for name, scale in (("fp32", 1.0), ("same", 1.0), ("shifted", 1.1)):
+        folder = tmp_path / name
+        (folder / "csv").mkdir(parents=True)
+        (folder / ".hydra").mkdir()
+        (folder / ".hydra" / "config.yaml").write_text(f"trainer:\n  precision: {name}\n")
+        rows = ["step,train/loss@8,train/loss@4,val/spearman@8"]
+        rows += [f"{s},{scale * (2 - s / 20)},{scale * (3 - s / 20)}," for s in range(0, 20, 2)]
+        rows.append("19,,,0.5")  # a validation row: no losses
+        (folder / "csv" / "metrics.csv").write_text("\n".join(rows) + "\n")
+        runs[name] = folder
+    script = str(ROOT / "benchmarks" / "compare_precisions.py")
+    for other, code in (("same", 0), ("shifted", 1)):
+        out = tmp_path / f"{other}.json"
+        cmd = [sys.executable, script, str(runs["fp32"]), str(runs[other]), "--window", "3",
+               "--out", str(out), "--plot", str(tmp_path / f"{other}.png")]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert done.returncode == code, done.stderr[-2000:]
+        result = json.loads(out.read_text())
+        assert result["reference"] == "fp32" and result["other"] == other
+        assert set(result["max_relative_gap_by_key"]) == {"train/loss@8", "train/loss@4"}
+        assert result["worst"] == pytest.approx(0.0 if other == "same" else 0.1)
+        assert (tmp_path / f"{other}.png").read_bytes()[:4] == b"\x89PNG"

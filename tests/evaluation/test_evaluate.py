@@ -314,6 +314,13 @@ def test_a_retrieval_set_alone_and_an_approximate_index(sts_dir, tiny_model, tmp
     flat = load_results(tmp_path / "flat")
     assert list(flat.benchmarks) == [f"scifact/{m}" for m in METRICS]
     assert flat.eval_dims == [32, 16, 8, 4] and flat.test == flat.benchmarks["scifact/ndcg@10"]
+    from mrl.evaluation.retrieval import load_query_scores
+
+    saved = load_query_scores(tmp_path / "flat" / "queries" / "scifact.npz")
+    assert len(saved.query_ids) == len(set(saved.query_ids)) > 1
+    for metric, by_dim in saved.per_query.items():  # the per-query values behind each mean
+        for dim, values in by_dim.items():
+            assert values.mean() == pytest.approx(flat.benchmarks[f"scifact/{metric}"][dim])
     evaluate([f"model={folder}", "benchmarks=scifact", "retrieval.index=hnsw"], tmp_path / "hnsw")
     hnsw = load_results(tmp_path / "hnsw").benchmarks  # 130 documents: HNSW finds them all
     for name, by_dim in flat.benchmarks.items():

@@ -62,7 +62,12 @@ from mrl.data.sources import Source, load_source
 from mrl.evaluation.grid import GRID_PNG, check_grid, grid_png, grid_record, parse_grid
 from mrl.evaluation.metrics import spearman_of_similarities
 from mrl.evaluation.posthoc import check_transform, export_posthoc, fit_posthoc
-from mrl.evaluation.retrieval import IndexSpec, is_retrieval, score_retrieval
+from mrl.evaluation.retrieval import (
+    IndexSpec,
+    is_retrieval,
+    score_retrieval_queries,
+    write_query_scores,
+)
 
 # the settings (besides the model) that change the numbers; batch size and device do not
 SETTINGS = (
@@ -75,6 +80,7 @@ SETTINGS = (
     "grid",
 )
 MAX_FOLDER_NAME = 100
+QUERIES = "queries"  # <eval folder>/queries/<set>.npz: per-query retrieval metrics by dim
 
 
 def eval_dir(model, overrides: str | None = None) -> str:
@@ -270,16 +276,17 @@ def run(cfg: DictConfig, run_dir: Path) -> RunResults:
             dims = check_dims(requested, width, "dims")
         post = fit_posthoc(model, cfg, dims)
         dims = post.dims or dims  # csr: its k values
-        scores, sts, pairs = {}, [], {}
+        scores, sts, pairs, queries = {}, [], {}, {}
         for name, source_cfg in cfg.benchmarks.items():
             if is_retrieval(name, source_cfg):
                 if post.per_dim:  # random_subset, csr: not one map before the prefix cut
                     args = (model, name, source_cfg, dims, cfg.batch_size, spec)
                     scores.update(post.mean_of_draws(post.retrieval_draws(*args)))
                     continue
-                scores.update(
-                    score_retrieval(model, name, source_cfg, dims, cfg.batch_size, spec, post.apply)
+                means, queries[name] = score_retrieval_queries(
+                    model, name, source_cfg, dims, cfg.batch_size, spec, post.apply
                 )
+                scores.update(means)
                 continue
             sts.append(name)
             ds = load_source(Source.from_config(source_cfg))
@@ -315,6 +322,9 @@ def run(cfg: DictConfig, run_dir: Path) -> RunResults:
         )
     post.save(run_dir)
     write_sts_pairs(run_dir, pairs, first)
+    for name, per_query in queries.items():  # what a bootstrap over queries resamples
+        (run_dir / QUERIES).mkdir(exist_ok=True)
+        write_query_scores(run_dir / QUERIES / f"{slug(name)}.npz", per_query)
     table = benchmark_table(scores, dims, sts)
     write_atomic(run_dir / "benchmarks.md", table)
     write_run_outputs(run_dir, results)

@@ -1,9 +1,9 @@
 """random_subset and csr, the two comparators that are not a map before the prefix cut: a
 random subset keeps exactly d of the model's coordinates (nested in a draw, other coordinates
-for another seed); a CSR code keeps at most k latents, its loss matches the CSR objective as
-sentence-transformers computes it (no dead latents) and falls on a small synthetic task, and
-the auxiliary term reaches the dead latents; eval.py writes both to results.json (every draw,
-the bytes per code), and bad input is one line, exit 2."""
+for another seed); a CSR code keeps at most k latents, its loss equals sentence-transformers'
+CSR objective (with and without dead latents) and falls on a small synthetic task, and the
+auxiliary term reaches the dead latents; eval.py writes both to results.json (every draw, the
+bytes per code), and bad input is one line, exit 2."""
 
 import json
 
@@ -78,9 +78,10 @@ def test_a_csr_code_keeps_at_most_k_latents_and_is_counted_in_bytes():
 
 
 def test_the_csr_loss_is_the_csr_objective_of_sentence_transformers():
-    """With no dead latents (the auxiliary term 0) our loss equals sentence-transformers'
-    CSRLoss on the same tied weights: its reconstruction at k and 4k plus its default
-    contrastive loss (dot product of codes, scale 1, in-batch and hard negatives)."""
+    """Our loss equals sentence-transformers' CSRLoss on the same tied weights: its
+    reconstruction at k and 4k, its auxiliary term (0 with no dead latents, then with the same
+    dead latents), plus its default contrastive loss (dot product of codes, scale 1, in-batch
+    and hard negatives)."""
     from sentence_transformers.sparse_encoder.losses.csr import CSRReconstructionLoss
     from sentence_transformers.sparse_encoder.modules.sparse_auto_encoder import (
         SparseAutoEncoder,
@@ -104,6 +105,26 @@ def test_the_csr_loss_is_the_csr_objective_of_sentence_transformers():
     codes = [o["sentence_embedding"] for o in outputs]
     logits = codes[0] @ torch.cat(codes[1:]).T
     want = sum(pieces.values()) + F.cross_entropy(logits, torch.arange(10))
+    ours = csr_loss(coder, columns, k, track=False)
+    assert ours.item() == pytest.approx(want.item(), rel=1e-5)
+
+    # dead latents (in no top 4k of this batch): the auxiliary terms agree too
+    columns, k = [c[:2] for c in columns], 1
+    pre = torch.cat([coder.pre_activations(c) for c in columns]).detach()
+    dead = torch.ones(latent, dtype=torch.bool)
+    dead[pre.topk(4 * k, dim=1).indices.flatten()] = False
+    assert 0 < dead.sum() < latent
+    with_aux = SparseAutoEncoder(width, latent, k=k, k_aux=latent)  # ours: min(512, dead)
+    with_aux.load_state_dict(theirs.state_dict(), strict=False)
+    with_aux.stats_last_nonzero.copy_(dead.long() * 100)
+    with_aux.train()
+    outputs = [with_aux({"sentence_embedding": c}) for c in columns]
+    pieces = CSRReconstructionLoss(model=None, beta=0.1).compute_loss_from_embeddings(outputs)
+    assert pieces["reconstruction_loss_aux"] > 0
+    codes = [o["sentence_embedding"] for o in outputs]
+    logits = codes[0] @ torch.cat(codes[1:]).T
+    want = sum(pieces.values()) + F.cross_entropy(logits, torch.arange(2))
+    coder.idle_steps.copy_(dead.long() * DEAD_STEPS)
     ours = csr_loss(coder, columns, k, track=False)
     assert ours.item() == pytest.approx(want.item(), rel=1e-5)
 

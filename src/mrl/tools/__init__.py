@@ -1,6 +1,7 @@
 """The tools on top of the library, for any model: shortlist-then-rerank retrieval
 (`retrieval`, `binary_search`), truncation x quantization (`quantization`), hard-negative mining
-(`mine`) and the demo page (`demo`). They never import the training application.
+(`mine`), MTEB's own scoring at every dim (`mteb_bridge`) and the demo page (`demo`). They never
+import the training application.
 
 May import: mrl.common, mrl.core, mrl.encoder, mrl.data, mrl.artifacts, mrl.evaluation.
 """

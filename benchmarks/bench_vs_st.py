@@ -14,6 +14,8 @@ Parts (each prints its ratio; `all` runs them in this order):
   overhead  our MRL step / our plain (baseline) step, alternating rounds.
   chunks    our step with 64 texts per encoder call / with the default `model.chunk_size=auto`
             (16 on CPU), alternating rounds: what grouping texts by length in small chunks buys.
+  compile   our step with `model.compile=true` (torch.compile, inductor) / the plain step,
+            alternating (use --warmup 3: compilation happens in each round's first steps).
   eval      STS-B test at 5 dims: ours (encode once, Spearman per dim) vs theirs
             (one EmbeddingSimilarityEvaluator with truncate_dim per dim), alternating.
   2d        our 2D Matryoshka step (configured like sentence-transformers' Matryoshka2dLoss
@@ -326,6 +328,20 @@ def part_chunks(a) -> None:
     )
 
 
+def part_compile(a) -> None:
+    """Our step with the encoder through torch.compile (inductor, dynamic shapes) against the
+    plain step, alternating; compilation happens in each round's first steps (--warmup 3)."""
+    c, p, n = alternate(
+        a,
+        "compiled", lambda: our_step_times(a.batch, a.steps, a.seq_len, ["model.compile=true"]),
+        "plain", lambda: our_step_times(a.batch, a.steps, a.seq_len, []),
+    )  # fmt: skip
+    print(
+        f"compile: step with model.compile=true {c:.3f} s, plain {p:.3f} s (medians of {n} "
+        f"steps each, after {a.warmup} warm-up steps a round) -> compiled / plain = {c / p:.3f}x"
+    )
+
+
 def part_eval(a) -> None:
     ours, theirs = [], []
     for _ in range(a.rounds):
@@ -391,7 +407,8 @@ def part_memory(a) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parts = ["all", "train", "overhead", "chunks", "eval", "memory", "2d", "memory-child"]
+    parts = ["all", "train", "overhead", "chunks", "compile", "eval", "memory", "2d"]
+    parts.append("memory-child")
     parser.add_argument("--part", default="all", choices=parts)
     parser.add_argument("--batch", type=int, default=32, help="triplets per step")
     parser.add_argument("--steps", type=int, default=6, help="steps per round")

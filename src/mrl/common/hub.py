@@ -55,7 +55,7 @@ def wandb_mode(requested: str) -> str:
 
 
 @contextlib.contextmanager
-def _offline():
+def datasets_offline():
     """datasets and huggingface_hub in offline mode for the duration (they read HF_HUB_OFFLINE
     once, at import): a cached copy loads at once instead of after a minute of retries."""
     import datasets.config
@@ -80,7 +80,7 @@ def load_hub_dataset(hub_id: str, subset: str | None, split: str, revision: str 
     if hub_reachable():
         return datasets.load_dataset(hub_id, subset, split=split, revision=revision)
     try:
-        with _offline():
+        with datasets_offline():
             return datasets.load_dataset(hub_id, subset, split=split)
     except (ConnectionError, FileNotFoundError, ValueError) as err:
         cache = datasets.config.HF_DATASETS_CACHE

@@ -165,7 +165,7 @@ def load_tasks(names: list[str]) -> list:
     A task that cannot be loaded is one ConfigError saying where its data would come from."""
     import mteb
 
-    from mrl.common.hub import hub_reachable
+    from mrl.common.hub import datasets_offline, hub_reachable
 
     mirror = os.environ.get("MRL_DATA_DIR")
     tasks = []
@@ -181,7 +181,7 @@ def load_tasks(names: list[str]) -> list:
             if online:
                 task.load_data()
             else:
-                with _datasets_offline():
+                with datasets_offline():
                     task.load_data()
         except Exception as err:
             if online:
@@ -199,24 +199,6 @@ def load_tasks(names: list[str]) -> list:
             ) from None
         tasks.append(task)
     return tasks
-
-
-class _datasets_offline:
-    """datasets and huggingface_hub in offline mode while a Hub task loads without the Hub:
-    a cached copy loads at once, a missing one fails at once (not after a minute of retries)."""
-
-    def __enter__(self):
-        import datasets.config
-        import huggingface_hub.constants
-
-        self.saved = datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE
-        datasets.config.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE = True
-
-    def __exit__(self, *exc):
-        import datasets.config
-        import huggingface_hub.constants
-
-        datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE = self.saved
 
 
 # ---- the model at every dim --------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Scoring any encoder at every prefix from one encode: STS Spearman and a curve's summaries
 (`metrics`), retrieval metrics and BEIR sets (`retrieval`), the layers x dims grid (`grid`),
-bootstrap intervals of differences (`intervals`), the post-hoc comparators applied before the
-cut (`posthoc`, `transforms`, `adaptor`), and eval.py's engine (`evaluate`). No training code.
+bootstrap intervals of differences (`intervals`), the post-hoc comparators (`posthoc`; maps
+applied before the cut: `transforms`, `adaptor`; per-dim ones: random subsets in `transforms`,
+CSR sparse codes in `csr`), and eval.py's engine (`evaluate`). No training code.
 
 May import: mrl.common, mrl.core, mrl.encoder, mrl.data, mrl.artifacts.
 """

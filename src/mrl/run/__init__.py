@@ -1,6 +1,7 @@
 """Running one training configuration (train.py's engine): the lifecycle (`train`), the config
 check pass (`checks`, `option_values`, `config_keys`: every key one the code reads), building
-the module, data module and trainer (`build`), the LightningModule and its hyper-parameters
+the module, data module and trainer (`build`), the numeric precision and bf16 on the CPU
+(`precision`), the LightningModule and its hyper-parameters
 (`module`, `hparams`, `optim`, `random_states`), atomic checkpoints and signals
 (`reliability`), sweeps (`sweep`), retrieval as a validation signal (`retrieval_validation`)
 and a run's extra outputs (`run_extras`).

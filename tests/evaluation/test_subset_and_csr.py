@@ -244,6 +244,16 @@ def test_csr_and_random_subset_score_retrieval_their_own_way(data_dir, tiny_mode
             assert sub.benchmarks[f"scifact/{metric}"][dim] == pytest.approx(
                 np.mean(per_draw[str(dim)]), abs=1e-9
             )
+    # the per-query values behind each mean: one file for csr, one per draw for random_subset
+    from mrl.evaluation.retrieval import load_query_scores
+
+    saved = load_query_scores(tmp_path / "csr" / "queries" / "scifact.npz")
+    for k in load_coders(tmp_path / "csr"):
+        assert saved.per_query["ndcg@10"][k].mean() == pytest.approx(csr["scifact/ndcg@10"][k])
+    for i, draw in enumerate(draws):
+        saved = load_query_scores(tmp_path / "sub" / "draws" / str(i) / "queries" / "scifact.npz")
+        for dim in (8, 4):
+            assert saved.per_query["ndcg@10"][dim].mean() == pytest.approx(draw["ndcg@10"][dim])
 
 
 def test_bad_subset_and_csr_input_is_one_line(data_dir, tiny_model, tmp_path, capsys):

@@ -281,12 +281,14 @@ def run(cfg: DictConfig, run_dir: Path) -> RunResults:
             if is_retrieval(name, source_cfg):
                 if post.per_dim:  # random_subset, csr: not one map before the prefix cut
                     args = (model, name, source_cfg, dims, cfg.batch_size, spec)
-                    scores.update(post.mean_of_draws(post.retrieval_draws(*args)))
+                    means, queries[name] = post.retrieval_draws(*args)
+                    scores.update(post.mean_of_draws(means))
                     continue
-                means, queries[name] = score_retrieval_queries(
+                means, per_query = score_retrieval_queries(
                     model, name, source_cfg, dims, cfg.batch_size, spec, post.apply
                 )
                 scores.update(means)
+                queries[name] = [per_query]
                 continue
             sts.append(name)
             ds = load_source(Source.from_config(source_cfg))
@@ -322,9 +324,11 @@ def run(cfg: DictConfig, run_dir: Path) -> RunResults:
         )
     post.save(run_dir)
     write_sts_pairs(run_dir, pairs, first)
-    for name, per_query in queries.items():  # what a bootstrap over queries resamples
-        (run_dir / QUERIES).mkdir(exist_ok=True)
-        write_query_scores(run_dir / QUERIES / f"{slug(name)}.npz", per_query)
+    for name, draws in queries.items():  # what a bootstrap over queries resamples
+        for i, per_query in enumerate(draws):  # several draws: as their STS pairs, draws/<i>/
+            folder = (run_dir if len(draws) == 1 else run_dir / "draws" / str(i)) / QUERIES
+            folder.mkdir(parents=True, exist_ok=True)
+            write_query_scores(folder / f"{slug(name)}.npz", per_query)
     table = benchmark_table(scores, dims, sts)
     write_atomic(run_dir / "benchmarks.md", table)
     write_run_outputs(run_dir, results)

@@ -53,7 +53,12 @@ from mrl.evaluation.adaptor import (
 )
 from mrl.evaluation.csr import SparseCoder, check_k, code_bytes, new_coder, save_coders, train_coder
 from mrl.evaluation.metrics import pair_similarities
-from mrl.evaluation.retrieval import encode_retrieval, retrieval_by_dim
+from mrl.evaluation.retrieval import (
+    QueryScores,
+    encode_retrieval,
+    mean_by_dim,
+    retrieval_per_query,
+)
 from mrl.evaluation.transforms import (
     LinearMap,
     check_pca_samples,
@@ -112,24 +117,30 @@ class PostHoc:
         applied before the prefix cut."""
         return self.orders is not None or self.coders is not None
 
-    def retrieval_draws(self, model, name, source_cfg, dims, batch_size, spec) -> list[dict]:
-        """`<name>/<metric>` -> dim -> value of a BEIR set (`per_dim` maps only), one dict per
-        draw (as `pair_draws`); csr searches each k's codes (latent wide, k non-zeros) by
-        cosine."""
+    def retrieval_draws(
+        self, model, name, source_cfg, dims, batch_size, spec
+    ) -> tuple[list[dict], list[QueryScores]]:
+        """`<name>/<metric>` -> dim -> mean of a BEIR set (`per_dim` maps only), one dict per
+        draw (as `pair_draws`), and each draw's per-query values; csr searches each k's codes
+        (latent wide, k non-zeros) by cosine."""
         data = load_beir(BeirSource.from_config(source_cfg, name))
         queries, docs = encode_retrieval(model, data, batch_size)
         if self.orders is not None:
-            draws = [retrieval_by_dim(queries[:, o], docs[:, o], data, dims, spec)
-                     for o in self.orders.numpy()]  # fmt: skip
+            per_query = [retrieval_per_query(queries[:, o], docs[:, o], data, dims, spec)
+                         for o in self.orders.numpy()]  # fmt: skip
         else:
-            draws = [{}]
+            per_query = [{}]
             q, d = torch.from_numpy(queries), torch.from_numpy(docs)
             for k, c in self.coders.items():
-                at_k = retrieval_by_dim(c.codes(q, k).numpy(), c.codes(d, k).numpy(), data,
-                                        [c.latent], spec)  # fmt: skip
+                at_k = retrieval_per_query(c.codes(q, k).numpy(), c.codes(d, k).numpy(), data,
+                                           [c.latent], spec)  # fmt: skip
                 for metric, by_dim in at_k.items():
-                    draws[0].setdefault(metric, {})[k] = by_dim[c.latent]
-        return [{f"{name}/{metric}": by_dim for metric, by_dim in s.items()} for s in draws]
+                    per_query[0].setdefault(metric, {})[k] = by_dim[c.latent]
+        means = [
+            {f"{name}/{metric}": by_dim for metric, by_dim in mean_by_dim(p).items()}
+            for p in per_query
+        ]
+        return means, [QueryScores(list(data.query_ids), p) for p in per_query]
 
     def mean_of_draws(self, draws: list[dict[str, dict[int, float]]]) -> dict:
         """benchmark -> dim -> the mean over the draws; with several draws, each draw's scores

@@ -220,6 +220,11 @@ def test_impossible_combinations_are_one_line(
             False,
             "bf16-mixed but Tesla V100 has no bf16; use trainer.precision=16-mixed",
         ),
+        (
+            {"accelerator": "gpu", "devices": 1, "precision": "bf16-emulated"},
+            True,
+            "bf16-emulated checks bf16 numerics on a CPU",
+        ),
     ],
 )
 def test_gpu_combinations_this_machine_cannot_run(compose_cfg, monkeypatch, trainer, bf16, message):

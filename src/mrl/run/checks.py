@@ -274,17 +274,17 @@ def check_combinations(cfg: DictConfig, trainer: dict) -> None:
                 f"trainer.devices={n_devices} but this machine has {available} GPU(s); "
                 f"use trainer.devices={available} or trainer.devices=auto."
             )
-        if precision == "bf16-emulated":
-            raise ConfigError(
-                "trainer.precision=bf16-emulated checks bf16 numerics on a CPU without bf16 units; "
-                "on a GPU use trainer.precision=bf16-mixed."
-            )
         if precision.startswith("bf16") and not torch.cuda.is_bf16_supported():
             raise ConfigError(
                 f"trainer.precision={precision} but {torch.cuda.get_device_name()} has no bf16; "
                 "use trainer.precision=16-mixed."
             )
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if precision == "bf16-emulated" and not on_cpu:
+        raise ConfigError(
+            "trainer.precision=bf16-emulated checks bf16 numerics on a CPU without bf16 units; "
+            "on a GPU use trainer.precision=bf16-mixed (or trainer=cpu to emulate)."
+        )
     if on_cpu and not (n_devices == "auto" or (is_int(n_devices) and n_devices > 0)):
         msg = f"trainer.devices={n_devices} names GPUs, but this run is on the CPU; give a number"
         raise ConfigError(f"{msg} of processes (trainer.devices=2) or use a GPU trainer.")

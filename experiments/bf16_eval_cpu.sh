@@ -44,7 +44,9 @@ for run in "$root"/*/seed*; do
 done
 python experiments/strip_gold.py "$dest/sts"
 python -m mrl.report "$dest/sts" --group-by folder --reference fp32
-python experiments/retrieval_intervals.py "$dest/scifact" --reference fp32 \
+# the fp32 side of SciFact needs the fp32 re-runs; without them, the bf16 seeds' scores alone
+reference=$([[ -d $dest/scifact/fp32 ]] && echo fp32 || echo bf16)
+python experiments/retrieval_intervals.py "$dest/scifact" --reference "$reference" \
     --out "$dest/scifact/report.md"
 if [[ -f $root/fp32/seed42/results.json && -f $root/bf16/seed42/results.json ]]; then
     python benchmarks/compare_precisions.py "$root/fp32/seed42" "$root/bf16/seed42" --window 5 \

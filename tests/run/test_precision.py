@@ -37,9 +37,22 @@ def test_bf16_on_a_cpu_without_bf16_units_is_one_line():
     assert precision.cpu_bf16_warning("bf16-emulated", "cpu", support=None) is None
 
 
-def test_auto_stays_fp32_on_the_cpu():
-    assert precision.resolve_precision("auto", "cpu") == "32-true"
-    assert precision.resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"
+def test_auto_is_bf16_only_on_a_cpu_with_bf16_units():
+    assert precision.resolve_precision("auto", "cpu", "avx512_bf16") == "bf16-mixed"
+    assert precision.resolve_precision("auto", "cpu", None) == "32-true"
+    assert precision.resolve_precision("32-true", "cpu", "amx_bf16") == "32-true"  # as typed
+    assert precision.resolve_precision("bf16-mixed", "cpu", None) == "bf16-mixed"
+
+
+def test_trainer_auto_resolves_with_the_processor(compose_cfg, monkeypatch):
+    """`trainer=auto` (the default) on a machine without a GPU: bf16 where the CPU has bf16
+    units, fp32 where it has none (the detection simulated both ways)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = compose_cfg(["+exp=allnli_mrl", "model=tiny"])
+    assert cfg.trainer.precision == "auto"
+    for support, expected in (("avx512_bf16", "bf16-mixed"), (None, "32-true")):
+        monkeypatch.setattr(build, "cpu_bf16_support", lambda s=support: s)
+        assert build.trainer_args(cfg)["precision"] == expected
 
 
 @pytest.mark.parametrize("mode", ["bf16-mixed", "bf16-emulated"])

@@ -91,7 +91,9 @@ def trainer_args(cfg: DictConfig) -> dict:
     """The `trainer` group, passed to `lightning.Trainer`, with its precision resolved
     (`mrl.run.precision`: `auto`, and `bf16-emulated` as a plugin)."""
     args = plain(cfg.trainer)
-    args["precision"] = resolve_precision(str(args.get("precision")), args.get("accelerator"))
+    args["precision"] = resolve_precision(
+        str(args.get("precision")), args.get("accelerator"), cpu_bf16_support()
+    )
     if cfg.callbacks.progress_bar == "none":
         args["enable_progress_bar"] = False
     return args

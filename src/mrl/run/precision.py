@@ -5,7 +5,7 @@ A CPU runs bf16 autocast fast only with bf16 dot-product instructions (x86 `avx5
 `amx_bf16`, Arm `bf16`). Without them the bf16 matrix multiplies run in a generic kernel: on
 the 2-core AVX2 workstation of docs/performance.md a MiniLM training step under bf16 autocast
 took 32x as long as in fp32. So a bf16 request on such a CPU gets one warning line, and `auto`
-never picks it there.
+picks bf16 only on a CPU that has the units.
 
 `bf16-emulated` answers "would bf16 change my results?" on such a CPU: the run is under bf16
 autocast exactly as `bf16-mixed` is, except that each matrix-multiply-class op rounds its
@@ -63,13 +63,16 @@ def on_cpu(accelerator: str | None) -> bool:
     return accelerator == "cpu" or (accelerator in ("auto", None) and not torch.cuda.is_available())
 
 
-def resolve_precision(precision: str, accelerator: str | None) -> str:
-    """`auto`: bf16-mixed on a GPU with bf16, else 32-true (on the CPU too: docs/performance.md
-    says why). Any other value is returned as it is."""
+def resolve_precision(precision: str, accelerator: str | None, cpu_support: str | None) -> str:
+    """`auto`: bf16-mixed on a GPU with bf16 and on a CPU with bf16 units (`cpu_support`, from
+    `cpu_bf16_support`: experiments/results/bf16_cpu.md found bf16 training as good as fp32),
+    else 32-true. Any other value is returned as it is."""
     if precision != "auto":
         return precision
-    gpu = not on_cpu(accelerator) and torch.cuda.is_available()
-    return "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
+    if on_cpu(accelerator):
+        return "bf16-mixed" if cpu_support is not None else "32-true"
+    gpu = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return "bf16-mixed" if gpu else "32-true"
 
 
 def cpu_bf16_warning(precision: str, accelerator: str | None, support: str | None) -> str | None:

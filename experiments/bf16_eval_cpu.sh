@@ -39,8 +39,8 @@ for run in "$root"/*/seed*; do
     copy "$group" "$seed" "$run"
     [[ -f $run/eval_stsb_fp32/results.json ]] && copy bf16_trained_fp32_scored "$seed" "$run/eval_stsb_fp32"
     mkdir -p "$dest/scifact/$arm/seed$seed"
-    cp "$run/eval_scifact/results.json" "$run/eval_scifact/queries/scifact.npz" \
-        "$dest/scifact/$arm/seed$seed/"
+    cp "$run/eval_scifact/results.json" "$dest/scifact/$arm/seed$seed/eval_scifact.json"
+    cp "$run/eval_scifact/queries/scifact.npz" "$dest/scifact/$arm/seed$seed/"
 done
 python experiments/strip_gold.py "$dest/sts"
 python -m mrl.report "$dest/sts" --group-by folder --reference fp32

@@ -55,6 +55,16 @@ def test_trainer_auto_resolves_with_the_processor(compose_cfg, monkeypatch):
         assert build.trainer_args(cfg)["precision"] == expected
 
 
+def test_results_say_what_auto_resolved_to(data_dir, run_main, tmp_path, monkeypatch):
+    monkeypatch.setattr(build, "cpu_bf16_support", lambda: None)
+    run_dir = tmp_path / "run"
+    run_main(["+exp=allnli_mrl", *FAST, "trainer.precision=auto", "trainer.max_steps=2",
+              "data.batch_size=8"], run_dir)  # fmt: skip
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["config"]["trainer"]["precision"] == "auto"
+    assert results["precision"] == "32-true"
+
+
 @pytest.mark.parametrize("mode", ["bf16-mixed", "bf16-emulated"])
 def test_a_bf16_cpu_run_trains_with_float32_loss_and_similarities(
     data_dir, run_main, tmp_path, monkeypatch, caplog, mode
@@ -84,6 +94,7 @@ def test_a_bf16_cpu_run_trains_with_float32_loss_and_similarities(
         run_main([*overrides, "data.batch_size=8", "trainer.log_every_n_steps=1"], run_dir)
     results = json.loads((run_dir / "results.json").read_text())
     assert results["global_step"] == 3 and results["config"]["trainer"]["precision"] == mode
+    assert results["precision"] == mode  # what it computed in, also when `auto` was typed
     assert seen["autocast"] == {True}  # the encoder ran under bf16 autocast
     assert seen["similarities"] == {torch.float32} and seen["loss"] == {torch.float32}
     lines = [r.getMessage() for r in caplog.records if "without bf16 units" in r.getMessage()]

@@ -138,6 +138,9 @@ def run(cfg: DictConfig, folder: RunFolder, overrides: list[str]) -> RunResults 
     )
     extra, files = run_extras(module, run.datamodule, cfg.exp_name)  # 2D grid, QAT calibration
     results.extra.update(extra)
+    # what the run computed in: `auto` resolves by machine (a GPU, or a CPU's bf16 units)
+    typed = str(cfg.trainer.precision)
+    results.extra["precision"] = typed if typed == "bf16-emulated" else str(trainer.precision)
     if trainer.is_global_zero:
         if cfg.export.sentence_transformers:  # before results.json, which marks the run done
             shutil.rmtree(folder.export, ignore_errors=True)  # left if this run died right here

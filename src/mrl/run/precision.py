@@ -1,11 +1,13 @@
 """Numeric precision of a run: what the processor can do in bf16, what `trainer.precision=auto`
-resolves to, and bf16 numerics at fp32 speed on a CPU without bf16 units.
+resolves to (bf16 on a GPU with bf16 and on a CPU with bf16 units, whose training
+experiments/results/bf16_cpu.md found level with fp32), and bf16 numerics at fp32 speed on a
+CPU without bf16 units.
 
 A CPU runs bf16 autocast fast only with bf16 dot-product instructions (x86 `avx512_bf16` or
 `amx_bf16`, Arm `bf16`). Without them the bf16 matrix multiplies run in a generic kernel: on
-the 2-core AVX2 workstation of docs/performance.md a MiniLM training step under bf16 autocast
-took 32x as long as in fp32. So a bf16 request on such a CPU gets one warning line, and `auto`
-picks bf16 only on a CPU that has the units.
+the 2-core AVX2 workstation of docs/scale.md a MiniLM forward and backward pass under bf16
+autocast took 32x as long as in fp32. So a bf16 request on such a CPU gets one warning line,
+and `auto` picks bf16 only on a CPU that has the units.
 
 `bf16-emulated` answers "would bf16 change my results?" on such a CPU: the run is under bf16
 autocast exactly as `bf16-mixed` is, except that each matrix-multiply-class op rounds its

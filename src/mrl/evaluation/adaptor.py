@@ -18,7 +18,7 @@ not.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -85,24 +85,46 @@ def train_adaptor(
     the Matryoshka MNRL loss at `dims` (weight 1 each) of the adapted columns: anchor i's
     positive is candidate i among all the batch's positives and negatives.
     """
+    loss_fn = MatryoshkaLoss("mnrl", dims, [1.0] * len(dims))
+
+    def batch_loss(batch: list[torch.Tensor]) -> torch.Tensor:
+        adapted = [adaptor(c) for c in batch]
+        return loss_fn(GlobalBatch(adapted, adapted))[0]
+
+    return fit_on_cached(adaptor, columns, batch_loss, epochs, lr, batch_size, seed, "adaptor",
+                         progress)  # fmt: skip
+
+
+def fit_on_cached(
+    module: nn.Module,
+    columns: Sequence[torch.Tensor],
+    batch_loss: Callable[[list[torch.Tensor]], torch.Tensor],
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    desc: str,
+    progress: bool = True,
+) -> list[float]:
+    """Train `module` in place on cached embeddings (one tensor per text column, same rows):
+    AdamW at a constant `lr`, the rows shuffled each epoch by a generator seeded by `seed`,
+    `batch_loss(the columns' rows of one mini-batch)` minimised; returns each epoch's mean
+    loss. The post-hoc maps (the adaptor, CSR's coders) all train this way."""
     from tqdm.auto import tqdm
 
-    loss_fn = MatryoshkaLoss("mnrl", dims, [1.0] * len(dims))
     columns = [c.detach().float() for c in columns]
-    adaptor.to(columns[0].device).train()
-    optimizer = torch.optim.AdamW(adaptor.parameters(), lr=lr)
+    module.to(columns[0].device).train()
+    optimizer = torch.optim.AdamW(module.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(int(seed))
     n_rows = len(columns[0])
-    steps = -(-n_rows // batch_size)
     history = []
-    with tqdm(total=epochs * steps, desc="adaptor", disable=not progress) as bar:
+    with tqdm(total=epochs * -(-n_rows // batch_size), desc=desc, disable=not progress) as bar:
         for _ in range(epochs):
             order = torch.randperm(n_rows, generator=generator).to(columns[0].device)
             total = 0.0
             for start in range(0, n_rows, batch_size):
                 rows = order[start : start + batch_size]
-                adapted = [adaptor(c[rows]) for c in columns]
-                loss, _ = loss_fn(GlobalBatch(adapted, adapted))
+                loss = batch_loss([c[rows] for c in columns])
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -110,7 +132,7 @@ def train_adaptor(
                 bar.update()
                 bar.set_postfix(loss=f"{loss.item():.4f}")
             history.append(total / n_rows)
-    adaptor.eval()
+    module.eval()
     return history
 
 

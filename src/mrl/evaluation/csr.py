@@ -35,6 +35,7 @@ from torch import nn
 
 from mrl.common.errors import ConfigError
 from mrl.common.files import write_atomic
+from mrl.evaluation.adaptor import fit_on_cached
 
 WEIGHTS = "csr.safetensors"
 INFO = "csr.json"
@@ -157,31 +158,8 @@ def train_coder(
     """Train `coder` in place at `k` on cached embeddings (one tensor per text column), AdamW
     at a constant `lr`, rows shuffled each epoch by a generator seeded by `seed`; returns the
     mean loss of each epoch."""
-    from tqdm.auto import tqdm
-
-    columns = [c.detach().float() for c in columns]
-    coder.to(columns[0].device).train()
-    optimizer = torch.optim.AdamW(coder.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(int(seed))
-    n_rows = len(columns[0])
-    history = []
-    with tqdm(total=epochs * -(-n_rows // batch_size), desc=f"csr k={k}",
-              disable=not progress) as bar:  # fmt: skip
-        for _ in range(epochs):
-            order = torch.randperm(n_rows, generator=generator).to(columns[0].device)
-            total = 0.0
-            for start in range(0, n_rows, batch_size):
-                rows = order[start : start + batch_size]
-                loss = csr_loss(coder, [c[rows] for c in columns], k)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                total += loss.item() * len(rows)
-                bar.update()
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-            history.append(total / n_rows)
-    coder.eval()
-    return history
+    return fit_on_cached(coder, columns, lambda batch: csr_loss(coder, batch, k), epochs, lr,
+                         batch_size, seed, f"csr k={k}", progress)  # fmt: skip
 
 
 def new_coder(width: int, latent: int, seed: int) -> SparseCoder:

@@ -2,7 +2,8 @@
 (`metrics`), retrieval metrics and BEIR sets (`retrieval`), the layers x dims grid (`grid`),
 bootstrap intervals of differences (`intervals`), the post-hoc comparators (`posthoc`; maps
 applied before the cut: `transforms`, `adaptor`; per-dim ones: random subsets in `transforms`,
-CSR sparse codes in `csr`), and eval.py's engine (`evaluate`). No training code.
+CSR sparse codes in `csr`), prefixes stored as float16 / int8 / binary with their bytes
+(`storage`), and eval.py's engine (`evaluate`). No training code.
 
 May import: mrl.common, mrl.core, mrl.encoder, mrl.data, mrl.artifacts.
 """

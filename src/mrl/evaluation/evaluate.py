@@ -15,6 +15,10 @@ named `<set>/<metric>` (e.g. `scifact/ndcg@10`), so STS and retrieval share one 
 docs/comparators.md) fits a map on training texts and applies it to every benchmark's full-width
 embeddings before the prefixes are cut (random_subset: a random d-subset per draw, the mean of
 the draws; csr: a k-sparse code per k instead of a prefix); the map is saved in the eval folder.
+`storage=[float32,float16,int8,binary]` (`mrl.evaluation.storage`) scores each prefix as stored
+(int8 and binary calibrated on training texts), every kind from the same encode: the first kind
+in the eval folder, each other in `storage/<kind>/`, a complete eval folder of its own; each
+results.json's `storage` gives the kind and the bytes per embedding at every dim.
 Each STS benchmark's per-pair cosines at every dim are
 saved (`mrl.artifacts.pairs`): the test benchmark's as `test_pairs.npz`, as a training run writes
 them, the others as `pairs/<name>.npz`, so a report can put intervals on eval folders too.
@@ -34,6 +38,7 @@ import logging
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -61,13 +66,16 @@ from mrl.data.lengths import check_length, model_positions
 from mrl.data.sources import Source, load_source
 from mrl.evaluation.grid import GRID_PNG, check_grid, grid_png, grid_record, parse_grid
 from mrl.evaluation.metrics import spearman_of_similarities
-from mrl.evaluation.posthoc import check_transform, export_posthoc, fit_posthoc
+from mrl.evaluation.posthoc import check_fit_data, check_transform, export_posthoc, fit_posthoc
 from mrl.evaluation.retrieval import (
     IndexSpec,
+    QueryScores,
     is_retrieval,
-    score_retrieval_queries,
+    load_and_encode,
+    mean_by_dim,
     write_query_scores,
 )
+from mrl.evaluation.storage import bytes_per_embedding, check_kinds, fit_storage
 
 # the settings (besides the model) that change the numbers; batch size and device do not
 SETTINGS = (
@@ -78,9 +86,12 @@ SETTINGS = (
     "transform",
     "transform_fit",
     "grid",
+    "storage",
+    "storage_calibration",
 )
 MAX_FOLDER_NAME = 100
 QUERIES = "queries"  # <eval folder>/queries/<set>.npz: per-query retrieval metrics by dim
+STORAGE = "storage"  # <eval folder>/storage/<kind>/: a further storage kind's eval folder
 
 
 def eval_dir(model, overrides: str | None = None) -> str:
@@ -237,6 +248,29 @@ def check_settings(cfg: DictConfig) -> None:
             BeirSource.from_config(source_cfg, name)
     check_transform(cfg)
     check_grid(cfg.grid, cfg.transform)
+    check_storage(cfg)
+
+
+def check_storage(cfg: DictConfig) -> None:
+    """`storage` and `storage_calibration`, and the kinds this evaluation can store."""
+    kinds = check_kinds(OmegaConf.to_container(cfg, resolve=True)["storage"])
+    n = cfg.storage_calibration
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ConfigError(
+            f"storage_calibration={n!r} must be a whole number >= 2, e.g. storage_calibration=2000."
+        )
+    if cfg.transform == "csr" and kinds != ["float32"]:
+        raise ConfigError(
+            f"storage={kinds} with transform=csr: a CSR code is stored as k (index, float32 "
+            "value) pairs, not as a prefix; leave storage at [float32]."
+        )
+    if cfg.grid and kinds[0] != "float32":
+        raise ConfigError(
+            f"grid=true scores float32 prefixes, but storage lists {kinds[0]} first; put "
+            "float32 first (storage=[float32,...]) or set grid=false."
+        )
+    if {"int8", "binary"} & set(kinds):
+        check_fit_data(cfg.transform_fit.data, cfg.benchmarks)  # calibration: training texts
 
 
 def write_sts_pairs(run_dir: Path, pairs: dict[str, tuple], test_benchmark: str) -> None:
@@ -276,38 +310,85 @@ def run(cfg: DictConfig, run_dir: Path) -> RunResults:
             dims = check_dims(requested, width, "dims")
         post = fit_posthoc(model, cfg, dims)
         dims = post.dims or dims  # csr: its k values
-        scores, sts, pairs, queries = {}, [], {}, {}
+        kinds = check_kinds(cfg.storage)
+        stores, calibration = fit_storage(kinds, model, cfg.model, cfg, post)
+        scored = {kind: Scored() for kind in kinds}
+        sts = []
         for name, source_cfg in cfg.benchmarks.items():
             if is_retrieval(name, source_cfg):
-                if post.per_dim:  # random_subset, csr: not one map before the prefix cut
-                    args = (model, name, source_cfg, dims, cfg.batch_size, spec)
-                    means, queries[name] = post.retrieval_draws(*args)
-                    scores.update(post.mean_of_draws(means))
-                    continue
-                means, per_query = score_retrieval_queries(
-                    model, name, source_cfg, dims, cfg.batch_size, spec, post.apply
-                )
-                scores.update(means)
-                queries[name] = [per_query]
+                data, q, d = load_and_encode(model, name, source_cfg, cfg.batch_size, spec)
+                for kind, storage in stores.items():
+                    draws = post.retrieval_draws(q, d, data, dims, spec, storage)
+                    means = [{f"{name}/{m}": by for m, by in mean_by_dim(p).items()} for p in draws]
+                    scored[kind].add(post.mean_of_draws(means, scored[kind].per_draw))
+                    scored[kind].queries[name] = [QueryScores(list(data.query_ids), p)
+                                                  for p in draws]  # fmt: skip
+                ndcg = scored[kinds[0]].scores[f"{name}/ndcg@10"][dims[0]]
+                print(f"{name}: {len(q)} queries, {len(d)} docs, nDCG@10 at {dims[0]}: {ndcg:.4f}")
                 continue
             sts.append(name)
             ds = load_source(Source.from_config(source_cfg))
-            draws = post.pair_draws(*encode_benchmark(model, ds, cfg.batch_size), dims)
+            left, right = encode_benchmark(model, ds, cfg.batch_size)
             gold = list(ds["score"])
-            scores.update(
-                post.mean_of_draws([{name: spearman_of_similarities(s, gold)} for s in draws])
-            )
-            pairs[name] = (gold, draws)
+            for kind, storage in stores.items():
+                draws = post.pair_draws(left, right, dims, storage)
+                spearman = [{name: spearman_of_similarities(s, gold)} for s in draws]
+                scored[kind].add(post.mean_of_draws(spearman, scored[kind].per_draw))
+                scored[kind].pairs[name] = (gold, draws)
             if cfg.grid and len(sts) == 1:  # the layers x dims grid of the test benchmark
                 grid = grid_record(model, ds, dims, cfg.batch_size)
-            print(f"{name}: {len(ds)} pairs, Spearman at {dims[0]}: {scores[name][dims[0]]:.4f}")
+            at = scored[kinds[0]].scores[name][dims[0]]
+            print(f"{name}: {len(ds)} pairs, Spearman at {dims[0]}: {at:.4f}")
         if post.name and cfg.transform_fit.export:
             shutil.rmtree(run_dir / EXPORT_DIR, ignore_errors=True)  # left by a run that died
             export_posthoc(post, model, cfg.model, dims, run_dir / EXPORT_DIR, Path(workdir) / "x")
+    post.save(run_dir)
+    grid_extra = grid if cfg.grid and sts else {}
+    if grid_extra:
+        write_atomic(
+            run_dir / GRID_PNG, grid_png(parse_grid(grid["grid"]), f"{cfg.model}: {sts[0]}")
+        )
+    # each further kind in storage/<kind>/, then the first in run_dir (its results.json: done)
+    for i, kind in reversed(list(enumerate(kinds))):
+        folder = run_dir if i == 0 else run_dir / STORAGE / kind
+        storage = {"kind": kind, **calibration}
+        storage["bytes_per_embedding"] = (
+            post.record["bytes_per_embedding"]  # csr: k (index, value) pairs per code
+            if post.name == "csr"
+            else {d: bytes_per_embedding(d, kind) for d in dims}
+        )
+        if len(kinds) > 1:
+            storage["folders"] = {k: f"{STORAGE}/{k}" if j else "." for j, k in enumerate(kinds)}
+        extra = grid_extra if i == 0 else {}
+        results = write_scored(folder, cfg, config, post, dims, sts, scored[kind], storage, extra)
+    return results
+
+
+@dataclass
+class Scored:
+    """One storage kind's scores (benchmark -> dim -> score), its random_subset draws'
+    (`posthoc.per_draw`), and what intervals resample: STS pairs and per-query metrics."""
+
+    scores: dict = field(default_factory=dict)
+    per_draw: dict = field(default_factory=dict)
+    pairs: dict = field(default_factory=dict)
+    queries: dict = field(default_factory=dict)
+
+    def add(self, scores: dict) -> None:
+        self.scores.update(scores)
+
+
+def write_scored(folder, cfg, config, post, dims, sts, scored, storage, extra) -> RunResults:
+    """One storage kind's eval folder: results.json (last), benchmarks.md, the curve, STS
+    pairs (`write_sts_pairs`) and per-query retrieval scores (`queries/<set>.npz`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    scores = scored.scores
     first = next(iter(scores))
+    posthoc = {**post.record, "per_draw": scored.per_draw} if scored.per_draw else post.record
+    stored = "" if storage["kind"] == "float32" else f", stored as {storage['kind']}"
     results = RunResults(
-        experiment=f"eval {cfg.model}" + (f" + {post.name}" if post.name else ""),
-        run_dir=str(run_dir),
+        experiment=f"eval {cfg.model}" + (f" + {post.name}" if post.name else "") + stored,
+        run_dir=str(folder),
         backbone=cfg.model,
         eval_dims=dims,
         test=scores[first],
@@ -315,26 +396,20 @@ def run(cfg: DictConfig, run_dir: Path) -> RunResults:
         model=cfg.model,
         test_benchmark=first,
         benchmarks=scores,
-        extra={"posthoc": post.record} if post.name else {},
+        extra={**({"posthoc": posthoc} if post.name else {}), "storage": storage, **extra},
     )
-    if cfg.grid and sts:
-        results.extra.update(grid)
-        write_atomic(
-            run_dir / GRID_PNG, grid_png(parse_grid(grid["grid"]), f"{cfg.model}: {first}")
-        )
-    post.save(run_dir)
-    write_sts_pairs(run_dir, pairs, first)
-    for name, draws in queries.items():  # what a bootstrap over queries resamples
+    write_sts_pairs(folder, scored.pairs, first)
+    for name, draws in scored.queries.items():  # what a bootstrap over queries resamples
         for i, per_query in enumerate(draws):  # several draws: as their STS pairs, draws/<i>/
-            folder = (run_dir if len(draws) == 1 else run_dir / "draws" / str(i)) / QUERIES
-            folder.mkdir(parents=True, exist_ok=True)
-            write_query_scores(folder / f"{slug(name)}.npz", per_query)
+            queries = (folder if len(draws) == 1 else folder / "draws" / str(i)) / QUERIES
+            queries.mkdir(parents=True, exist_ok=True)
+            write_query_scores(queries / f"{slug(name)}.npz", per_query)
     table = benchmark_table(scores, dims, sts)
-    write_atomic(run_dir / "benchmarks.md", table)
-    write_run_outputs(run_dir, results)
+    write_atomic(folder / "benchmarks.md", table)
+    write_run_outputs(folder, results)
     what = "STS Spearman and retrieval metrics" if sts else "Retrieval metrics (cosine)"
     what = "Spearman (cosine)" if len(sts) == len(scores) else what
-    print(f"\n{what} by dimension, {results.experiment[5:]}:\n{table}run folder: {run_dir}")
+    print(f"\n{what} by dimension, {results.experiment[5:]}:\n{table}run folder: {folder}")
     return results
 
 

@@ -18,19 +18,22 @@ from mrl.core.losses import truncate_and_normalize
 
 
 def pair_similarities(
-    embeddings1: torch.Tensor, embeddings2: torch.Tensor, dims: Sequence[int]
+    embeddings1: torch.Tensor, embeddings2: torch.Tensor, dims: Sequence[int], stored=None
 ) -> dict[int, np.ndarray]:
     """The cosine of each pair's renormalised dims-prefix, per dim: what `spearman_by_dim`
-    ranks, kept so intervals can resample the test pairs later (`mrl.evaluation.intervals`)."""
+    ranks, kept so intervals can resample the test pairs later (`mrl.evaluation.intervals`).
+    `stored` (`mrl.evaluation.storage.Storage.stored`): each prefix as stored (int8, binary...),
+    its cosine in float64 (binary codes at equal Hamming distance tie exactly); None: float32,
+    as trained."""
     e1, e2 = embeddings1.float(), embeddings2.float()
-    return {
-        int(dim): (truncate_and_normalize(e1, dim) * truncate_and_normalize(e2, dim))
-        .sum(-1)
-        .cpu()
-        .numpy()
-        .astype(np.float32)
-        for dim in dims
-    }
+
+    def cosine(dim: int) -> torch.Tensor:
+        if stored is None:
+            return (truncate_and_normalize(e1, dim) * truncate_and_normalize(e2, dim)).sum(-1)
+        a, b = stored(e1[..., :dim]).double(), stored(e2[..., :dim]).double()
+        return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-12)
+
+    return {int(dim): cosine(dim).cpu().numpy().astype(np.float32) for dim in dims}
 
 
 def spearman_by_dim(

@@ -39,7 +39,6 @@ from mrl.artifacts.models import embedding_width, model_folder, slug
 from mrl.artifacts.run_folder import MRL_INFO
 from mrl.common.errors import ConfigError
 from mrl.common.files import write_atomic
-from mrl.data.beir import BeirSource, load_beir
 from mrl.data.sources import Source, load_source
 from mrl.evaluation.adaptor import (
     Adaptor,
@@ -53,12 +52,7 @@ from mrl.evaluation.adaptor import (
 )
 from mrl.evaluation.csr import SparseCoder, check_k, code_bytes, new_coder, save_coders, train_coder
 from mrl.evaluation.metrics import pair_similarities
-from mrl.evaluation.retrieval import (
-    QueryScores,
-    encode_retrieval,
-    mean_by_dim,
-    retrieval_per_query,
-)
+from mrl.evaluation.retrieval import retrieval_per_query
 from mrl.evaluation.transforms import (
     LinearMap,
     check_pca_samples,
@@ -100,16 +94,18 @@ class PostHoc:
         y = self.linear(t) if self.linear is not None else self.adaptor.apply_frozen(t)
         return y.cpu().numpy() if is_numpy else y
 
-    def pair_draws(self, left, right, dims) -> list[dict[int, np.ndarray]]:
+    def pair_draws(self, left, right, dims, storage=None) -> list[dict[int, np.ndarray]]:
         """Each pair's cosine at every dim (csr: every k), one dict per draw (random_subset
-        has `transform_fit.draws`, every other map one)."""
+        has `transform_fit.draws`, every other map one); `storage`
+        (`mrl.evaluation.storage.Storage`): each prefix as stored, None: float32."""
         if self.orders is not None:
             orders = self.orders.to(left.device)
-            return [pair_similarities(left[:, o], right[:, o], dims) for o in orders]
+            return [pair_similarities(left[:, o], right[:, o], dims, _stored(storage, o.cpu()))
+                    for o in orders]  # fmt: skip
         if self.coders is not None:
             return [{k: pair_similarities(c.codes(left, k), c.codes(right, k), [c.latent])[c.latent]
                      for k, c in self.coders.items()}]  # fmt: skip
-        return [pair_similarities(self.apply(left), self.apply(right), dims)]
+        return [pair_similarities(self.apply(left), self.apply(right), dims, _stored(storage))]
 
     @property
     def per_dim(self) -> bool:
@@ -118,36 +114,39 @@ class PostHoc:
         return self.orders is not None or self.coders is not None
 
     def retrieval_draws(
-        self, model, name, source_cfg, dims, batch_size, spec
-    ) -> tuple[list[dict], list[QueryScores]]:
-        """`<name>/<metric>` -> dim -> mean of a BEIR set (`per_dim` maps only), one dict per
-        draw (as `pair_draws`), and each draw's per-query values; csr searches each k's codes
-        (latent wide, k non-zeros) by cosine."""
-        data = load_beir(BeirSource.from_config(source_cfg, name))
-        queries, docs = encode_retrieval(model, data, batch_size)
+        self, queries: np.ndarray, docs: np.ndarray, data, dims, spec, storage=None
+    ) -> list[dict[str, dict[int, np.ndarray]]]:
+        """A BEIR set's per-query metrics (metric -> dim -> values, `retrieval_per_query`) from
+        its full-width query and document embeddings, one dict per draw (as `pair_draws`,
+        `storage` likewise); csr searches each k's codes (latent wide, k non-zeros) by
+        cosine."""
         if self.orders is not None:
-            per_query = [retrieval_per_query(queries[:, o], docs[:, o], data, dims, spec)
-                         for o in self.orders.numpy()]  # fmt: skip
-        else:
-            per_query = [{}]
+            orders = self.orders.numpy()
+            views = [(queries[:, o], docs[:, o], _stored(storage, o, True)) for o in orders]
+            return [retrieval_per_query(q, d, data, dims, spec, st) for q, d, st in views]
+        if self.coders is not None:
+            per_query: dict[str, dict[int, np.ndarray]] = {}
             q, d = torch.from_numpy(queries), torch.from_numpy(docs)
             for k, c in self.coders.items():
                 at_k = retrieval_per_query(c.codes(q, k).numpy(), c.codes(d, k).numpy(), data,
                                            [c.latent], spec)  # fmt: skip
                 for metric, by_dim in at_k.items():
-                    per_query[0].setdefault(metric, {})[k] = by_dim[c.latent]
-        means = [
-            {f"{name}/{metric}": by_dim for metric, by_dim in mean_by_dim(p).items()}
-            for p in per_query
-        ]
-        return means, [QueryScores(list(data.query_ids), p) for p in per_query]
+                    per_query.setdefault(metric, {})[k] = by_dim[c.latent]
+            return [per_query]
+        q, d = self.apply(queries), self.apply(docs)
+        return [retrieval_per_query(q, d, data, dims, spec, _stored(storage, searched=True))]
 
-    def mean_of_draws(self, draws: list[dict[str, dict[int, float]]]) -> dict:
+    def calibration_inputs(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """What a storage calibration sees: the map applied (random_subset reorders its
+        calibration per draw instead, `Storage.reordered`)."""
+        return embeddings if self.per_dim else self.apply(embeddings)
+
+    def mean_of_draws(self, draws: list[dict[str, dict[int, float]]], per_draw: dict) -> dict:
         """benchmark -> dim -> the mean over the draws; with several draws, each draw's scores
-        go to `record["per_draw"]` (benchmark -> dim -> list), so an interval can be formed."""
+        go to `per_draw` (benchmark -> dim -> list; results.json's `posthoc.per_draw`), so an
+        interval can be formed."""
         if len(draws) == 1:
             return draws[0]
-        per_draw = self.record.setdefault("per_draw", {})
         means = {}
         for name in draws[0]:
             per_draw[name] = {d: [s[name][d] for s in draws] for d in draws[0][name]}
@@ -169,6 +168,15 @@ class PostHoc:
         if self.linear is not None:
             return self.linear.weight_bias()
         return linear_weights(self.adaptor)
+
+
+def _stored(storage, order=None, searched: bool = False):
+    """`storage`'s `stored` function (pairs) or `searched` (an index), for coordinates taken in
+    `order`; None for float32 (the prefix as it is)."""
+    if storage is None or storage.kind == "float32":
+        return None
+    storage = storage if order is None else storage.reordered(order)
+    return storage.searched if searched else storage.stored
 
 
 def _whole(fit: dict, key: str, example: int, allow_none: bool = False) -> None:

@@ -1,8 +1,8 @@
 """Per-dimension retrieval metrics from one encode: each prefix of the full-width query and
 document embeddings is renormalised (cosine = inner product), searched with FAISS and scored
 as sentence-transformers' InformationRetrievalEvaluator scores its ranking; and eval.py's
-retrieval sets (`task: retrieval`), each encoded once at full width and scored at every prefix
-(`score_retrieval`, metrics as `<set>/<metric>`).
+retrieval sets (`task: retrieval`), each encoded once at full width (`load_and_encode`) and scored
+at every prefix, map and storage kind (metrics as `<set>/<metric>`).
 
 The ranking: the top `DEPTH` documents (100, at most the corpus) by cosine, ties broken by the
 ascending string order of the document ids (ST sorts its hits by (-score, corpus_id)). Per
@@ -198,16 +198,22 @@ def retrieval_per_query(
     data: BeirSet,
     dims: Sequence[int],
     spec: IndexSpec | None = None,
+    searched=None,
 ) -> dict[str, dict[int, np.ndarray]]:
     """metric -> dim -> each query's value (in the order of `data.query_ids`) for full-width
     query and document embeddings (rows in the order of `data.query_ids` / `data.corpus_ids`),
     each dim's prefix renormalised and searched. The per-query values are what a bootstrap
-    over queries resamples (`mrl.evaluation.intervals.mean_difference_interval`)."""
+    over queries resamples (`mrl.evaluation.intervals.mean_difference_interval`). `searched`
+    (`mrl.evaluation.storage.Storage.searched`): each prefix as stored, queries and documents
+    alike, as the index holds it; None: float32, renormalised."""
     spec = spec or IndexSpec()
     order = id_order(data.corpus_ids)
     scores: dict[str, dict[int, np.ndarray]] = {name: {} for name in METRICS}
     for dim in dims:
-        q, d = prefix(queries, dim), prefix(docs, dim)
+        if searched is None:
+            q, d = prefix(queries, dim), prefix(docs, dim)
+        else:
+            q, d = searched(queries[:, :dim]), searched(docs[:, :dim])
         top = ranked(build_index(d, spec), q, d, order, exact=spec.index == "flat")
         hits, n_relevant = relevance(top, data)
         for name, (metric, k) in METRICS.items():
@@ -265,26 +271,14 @@ class QueryScores:
     per_query: dict[str, dict[int, np.ndarray]]
 
 
-def score_retrieval(model, name, source_cfg, dims, batch_size, spec, apply) -> dict[str, dict]:
-    """`<name>/<metric>` -> dim -> mean for one BEIR set (`apply`: the post-hoc map)."""
-    return score_retrieval_queries(model, name, source_cfg, dims, batch_size, spec, apply)[0]
-
-
-def score_retrieval_queries(
-    model, name, source_cfg, dims, batch_size, spec, apply
-) -> tuple[dict[str, dict], QueryScores]:
-    """`<name>/<metric>` -> dim -> mean for one BEIR set (`apply`: the post-hoc map), and the
-    per-query values behind the means."""
+def load_and_encode(model, name, source_cfg, batch_size, spec) -> tuple:
+    """One BEIR set (`mrl.data.beir`) and its full-width query and document embeddings
+    (`encode_retrieval`), encoded once for every dim, map and storage kind that scores it."""
     data = load_beir(BeirSource.from_config(source_cfg, name))
     if spec.index == "flat" and len(data.corpus) > FLAT_MAX_DOCS:
         print(f"{name}: {len(data.corpus)} documents; retrieval.index=hnsw searches faster.")
-    queries, docs = map(apply, encode_retrieval(model, data, batch_size))
-    per_query = retrieval_per_query(queries, docs, data, dims, spec)
-    scores = mean_by_dim(per_query)
-    ndcg = scores["ndcg@10"][dims[0]]
-    print(f"{name}: {len(queries)} queries, {len(docs)} docs, nDCG@10 at {dims[0]}: {ndcg:.4f}")
-    means = {f"{name}/{metric}": by_dim for metric, by_dim in scores.items()}
-    return means, QueryScores(list(data.query_ids), per_query)
+    queries, docs = encode_retrieval(model, data, batch_size)
+    return data, queries, docs
 
 
 def write_query_scores(path: Path, scores: QueryScores) -> None:

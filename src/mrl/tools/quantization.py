@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import sys
 import tempfile
 from pathlib import Path
@@ -38,8 +37,13 @@ from mrl.common.cli import OneLineParser
 from mrl.common.errors import ConfigError
 from mrl.common.files import refuse_overwrite
 from mrl.common.numbers import check_finite
+from mrl.evaluation.storage import (
+    KINDS,
+    Calibration,
+    bytes_per_embedding,
+    qat_calibration,
+)
 
-KINDS = ("float32", "float16", "int8", "binary")
 STSB_TEST = {
     "hub_id": "sentence-transformers/stsb", "hub_split": "test", "local_file": "stsb/test.jsonl",
     "columns": ("sentence1", "sentence2", "score"), "local_score_max": 5.0,
@@ -49,52 +53,6 @@ CALIBRATION = {  # the training triplets of conf/data/allnli.yaml; their anchors
     "revision": "6de3c20ba0e589d3b5bb9b74bb4c2769fae9864f",
     "local_file": "allnli/triplets-train.jsonl", "columns": ("anchor", "positive", "negative"),
 }  # fmt: skip
-
-
-def bytes_per_embedding(dim: int, kind: str) -> int:
-    return {"float32": 4 * dim, "float16": 2 * dim, "int8": dim, "binary": math.ceil(dim / 8)}[kind]
-
-
-class Calibration:
-    """Per-dim ranges and medians of full-width embeddings of a calibration sample."""
-
-    def __init__(self, sample: np.ndarray):
-        if len(sample) < 2:
-            raise ConfigError("the calibration sample needs at least 2 embeddings.")
-        sample = np.asarray(sample, dtype=np.float32)
-        self.low, self.high = sample.min(0), sample.max(0)
-        self.median = np.median(sample, axis=0)
-
-    @classmethod
-    def from_qat(cls, saved: dict) -> Calibration:
-        """The calibration a QAT run trained with (its qat_calibration.json: low, high and
-        threshold per dim), so evaluation quantizes exactly as training did."""
-        cal = cls.__new__(cls)
-        cal.low, cal.high, cal.median = (
-            np.asarray(saved[k], dtype=np.float32) for k in ("low", "high", "threshold")
-        )
-        return cal
-
-    def int8(self, x: np.ndarray) -> np.ndarray:
-        d = x.shape[1]
-        low, span = self.low[:d], np.maximum(self.high[:d] - self.low[:d], 1e-12)
-        return np.clip(np.round((x - low) / span * 255 - 128), -128, 127).astype(np.int8)
-
-    def int8_dequantized(self, q: np.ndarray) -> np.ndarray:
-        d = q.shape[1]
-        span = np.maximum(self.high[:d] - self.low[:d], 1e-12)
-        return (q.astype(np.float32) + 128) / 255 * span + self.low[:d]
-
-    def binary(self, x: np.ndarray) -> np.ndarray:
-        return np.packbits(x > self.median[: x.shape[1]], axis=1)
-
-
-def qat_calibration(model: str) -> Calibration | None:
-    """A QAT-trained model's own calibration (run folder or export), else None."""
-    from mrl.artifacts.models import saved_calibration
-
-    saved = saved_calibration(model)
-    return None if saved is None else Calibration.from_qat(saved)
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

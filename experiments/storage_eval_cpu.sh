@@ -36,7 +36,7 @@ evaluate() {  # name seed model eval.py-overrides...
     [[ -f $dir/results.json ]] || python eval.py "model='$model'" "${common[@]}" "hydra.run.dir=$dir" "$@"
     echo "$name seed=$seed: $(( $(date +%s) - start )) s"
     rm -rf "$dest/$name/seed$seed" && mkdir -p "$dest/$name/seed$seed"
-    rsync -a --include='*/' --include='results.json' --include='test_pairs.npz' \
+    rsync -am --include='*/' --include='results.json' --include='test_pairs.npz' \
         --include='queries/*.npz' --include='benchmarks.md' --exclude='*' "$dir/" "$dest/$name/seed$seed/"
 }
 for seed in "${@:-42 43}"; do

@@ -628,3 +628,35 @@ def test_a_copied_eval_result_takes_its_seed_from_the_seed_folder(tmp_path):
     copied = Run(path=tmp_path / "study" / "baseline+pca" / "seed43", status="finished")
     assert copied.seed == 43
     assert Run(path=tmp_path / "study" / "untrained", status="finished").seed == "?"
+
+
+def test_a_random_subsets_draws_are_rows_beside_its_seeds(tmp_path):
+    """eval.py random_subset writes one test_pairs.npz per draw (draws/<i>/): the report stacks
+    them as rows, so the interval is the one of every draw of every seed."""
+    from mrl.artifacts.pairs import PAIRS, load_pairs, write_pairs
+    from mrl.evaluation.intervals import intervals_by_dim
+
+    gold = _gold()
+    rows = []
+    for seed in (1, 2):
+        write_scored_run(tmp_path, "mrl", seed, gold, {32: 0.6, 16: 0.7, 8: 0.7})
+        run = write_scored_run(tmp_path, "subset", seed, gold, {32: 0.6, 16: 0.9, 8: 1.4})
+        rng = np.random.default_rng(seed)
+        for i in range(3):  # the run's own pairs move to draw 0; draws 1, 2 are noisier
+            sims = load_pairs(run / PAIRS).sims
+            sims = {d: s + 0.3 * i * rng.standard_normal(s.size).astype(np.float32)
+                    for d, s in sims.items()}  # fmt: skip
+            (run / "draws" / str(i)).mkdir(parents=True)
+            write_pairs(run / "draws" / str(i) / PAIRS, gold, sims)
+            rows.append(sims)
+        (run / PAIRS).unlink()
+    main([str(tmp_path), "--group-by", "folder", "--reference", "mrl", "--n-boot", "300"])
+    cells = _diff_cells((tmp_path / "report.md").read_text(), "subset")
+    mrl = [load_pairs(tmp_path / "mrl" / f"seed{s}" / PAIRS).sims for s in (1, 2)]
+    expected = intervals_by_dim({d: np.stack([r[d] for r in rows]) for d in DIMS},
+                                {d: np.stack([m[d] for m in mrl]) for d in DIMS}, gold,
+                                n_boot=300)  # fmt: skip
+    for d in DIMS:
+        _, low, high = _interval(cells[d])
+        assert (low, high) == pytest.approx((expected[d].low, expected[d].high), abs=1e-4), d
+        assert expected[d].n_seeds_a == 6

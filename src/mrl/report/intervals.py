@@ -1,6 +1,7 @@
 """The report's differences: each row against the reference at every dim, the difference of
 mean Spearman with its bootstrap interval (mrl.evaluation.intervals) over the runs' per-pair test
-similarities (test_pairs.npz), stacked per group into (seeds, pairs).
+similarities (test_pairs.npz), stacked per group into (seeds, pairs); an eval.py random subset's
+draws (draws/<i>/test_pairs.npz) are rows beside its seeds.
 
 Every run must have been scored on the same test pairs (one gold array): otherwise pairing
 the bootstrap over pairs means nothing, and the report stops with one line naming the run.
@@ -56,31 +57,45 @@ def group_sims(groups: list[Group], dims: list[int]) -> PairSims:
     for group in groups:
         rows: dict[int, list[np.ndarray]] = {d: [] for d in dims}
         for run in group.runs:
-            path = run.path / PAIRS
-            if not path.is_file():
-                found[group.label] = NO_PAIRS
+            why = _add_rows(run.path, dims, rows)
+            if isinstance(why, str):
+                found[group.label] = why
                 break
-            try:
-                pairs = load_pairs(path)
-            except ConfigError as err:  # a committed copy whose gold scores need the data
-                print(f"warning: {err}", file=sys.stderr)
-                found[group.label] = "no interval (its gold scores need the data, MRL_DATA_DIR)"
-                break
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-                found[group.label] = f"no interval ({PAIRS} of {run.path.name} unreadable)"
-                break
-            missing = [d for d in dims if d not in pairs.sims]
-            if missing:
-                found[group.label] = f"no interval ({PAIRS} has no dim {missing[0]})"
-                break
-            gold = np.asarray(pairs.gold)
-            first = first or (str(run.path), gold)
-            _check_gold(run.path, gold, *first)
-            for d in dims:
-                rows[d].append(pairs.sims[d])
+            first = first or (str(run.path), why)
+            _check_gold(run.path, why, *first)
         else:
             found[group.label] = {d: np.stack(rows[d]) for d in dims}
     return PairSims(first[1] if first else None, found)
+
+
+def run_pairs(folder) -> list:
+    """A run's test_pairs.npz, or an eval.py random_subset's one per draw (draws/<i>/), each
+    draw a row beside the seeds, as a seed is: the draws are part of that comparator's chance."""
+    if (folder / PAIRS).is_file():
+        return [folder / PAIRS]
+    draws = sorted((folder / "draws").glob(f"*/{PAIRS}"), key=lambda p: int(p.parent.name))
+    return draws or [folder / PAIRS]
+
+
+def _add_rows(folder, dims: list[int], rows: dict[int, list]) -> np.ndarray | str:
+    """Append the run's similarities (each draw's) at `dims` to `rows`; its gold scores, or
+    why it has no interval."""
+    for path in run_pairs(folder):
+        if not path.is_file():
+            return NO_PAIRS
+        try:
+            pairs = load_pairs(path)
+        except ConfigError as err:  # a committed copy whose gold scores need the data
+            print(f"warning: {err}", file=sys.stderr)
+            return "no interval (its gold scores need the data, MRL_DATA_DIR)"
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            return f"no interval ({PAIRS} of {folder.name} unreadable)"
+        missing = [d for d in dims if d not in pairs.sims]
+        if missing:
+            return f"no interval ({PAIRS} has no dim {missing[0]})"
+        for d in dims:
+            rows[d].append(pairs.sims[d])
+    return np.asarray(pairs.gold)
 
 
 def _check_gold(path, gold: np.ndarray, first_path: str, first: np.ndarray) -> None:

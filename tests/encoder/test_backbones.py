@@ -210,3 +210,50 @@ def test_gradient_checkpointing_with_lora_gives_the_same_adapter_gradients():
 def test_gradient_checkpointing_on_a_backbone_without_it_is_one_line():
     with pytest.raises(ConfigError, match=r"model.gradient_checkpointing=true, but MPNetModel"):
         Encoder("mrl/tiny-random-mpnet", gradient_checkpointing=True)
+
+
+def _inputs_given(encoder: Encoder, ids, mask) -> tuple[list, torch.Tensor]:
+    """Which input (ids or embeddings) each backbone call got, and the encoder's output."""
+    calls = []
+    hook = encoder.backbone.register_forward_hook(
+        lambda _m, _a, kwargs, _o: calls.append([k for k in kwargs if k.startswith("input")]),
+        with_kwargs=True,
+    )
+    out = encoder(ids, mask)
+    hook.remove()
+    return calls, out
+
+
+def test_chunks_sharing_one_word_embedding_lookup_train_as_one_call():
+    """With gradients on, the chunks of a batch take their word embeddings from one lookup
+    (one dense table gradient a step): the same embeddings and gradients as chunks that look
+    up their own ids, and as one padded call, on every architecture (right-padded, as
+    training batches are)."""
+    import copy
+
+    for name in TINY_BACKBONES:
+        pooling = "last" if name == TINY_DECODER else "mean"
+        torch.manual_seed(0)
+        chunked = Encoder(name, pooling, chunk_size=2).eval()  # dropout off: comparable
+        own, whole = copy.deepcopy(chunked), copy.deepcopy(chunked)
+        own._shared_lookup = lambda _ids: None  # each chunk its own lookup, as before
+        whole.chunk_size = None
+        ids, mask = _batch(load_tokenizer(name, pooling=pooling))
+        calls, out = _inputs_given(chunked, ids, mask)
+        assert calls == [["inputs_embeds"]] * 2, name  # 4 texts, 2 per chunk, embeddings given
+        outs = [out, own(ids, mask), whole(ids, mask)]
+        for other in outs[1:]:
+            torch.testing.assert_close(out, other, atol=1e-5, rtol=1e-4)
+        for o in outs:
+            o.square().sum().backward()
+        params = [dict(m.named_parameters()) for m in (chunked, own, whole)]
+        for key, p in params[0].items():
+            ref = params[2][key].grad
+            if ref is None:
+                continue
+            # float sums in another order: relative to the largest entry (key biases: ~0 +- noise)
+            atol = max(1e-5 * float(ref.abs().max()), 1e-6)
+            torch.testing.assert_close(p.grad, params[1][key].grad, atol=atol / 10, rtol=0)
+            torch.testing.assert_close(p.grad, ref, atol=atol, rtol=0, msg=key)
+        with torch.no_grad():  # inference: each chunk looks up its own ids
+            assert _inputs_given(chunked, ids, mask)[0] == [["input_ids"]] * 2, name

@@ -130,11 +130,13 @@ class Encoder(nn.Module):
             pooled = self._encode(input_ids[:, :width], attention_mask[:, :width], layers)
         else:
             order = lengths.argsort(descending=True)
+            embeds = self._shared_lookup(input_ids)
             pieces = []
             for chunk in order.split(chunk_size):
                 width = int(lengths[chunk].max())
                 ids, mask = input_ids[chunk, :width], attention_mask[chunk, :width]
-                pieces.append(self._encode(ids, mask, layers))
+                chunk_embeds = None if embeds is None else embeds[chunk, :width]
+                pieces.append(self._encode(ids, mask, layers, chunk_embeds))
             pooled = torch.cat(pieces, dim=-2)[..., order.argsort(), :]
         return pooled if self.projection is None else self.projection(pooled)
 
@@ -174,15 +176,29 @@ class Encoder(nn.Module):
             return self.chunk_size
         return AUTO_CHUNK_SIZE.get(device.type, AUTO_CHUNK_SIZE_ELSEWHERE)
 
-    def _encode(self, input_ids, attention_mask, layers: Sequence[int] | None = None):
+    def _shared_lookup(self, input_ids: torch.Tensor) -> torch.Tensor | None:
+        """The word embeddings of the whole batch, looked up once for all its chunks when the
+        table trains: autograd then builds the table's dense gradient (vocabulary x hidden,
+        zero-filled) once per step instead of once per chunk, 7.7 % of a MiniLM step on CPU
+        (benchmarks/RESULTS.md, profile_step). None (each chunk looks up its own ids) when no
+        gradient reaches the table: inference, LoRA."""
+        table = self.backbone.get_input_embeddings()
+        if not (torch.is_grad_enabled() and table.weight.requires_grad):
+            return None
+        return table(input_ids)
+
+    def _encode(self, input_ids, attention_mask, layers=None, inputs_embeds=None):
         """One call of the backbone, pooled (hidden size wide, before any projection); with
-        `layers`, every listed layer's hidden states pooled (layers x texts x hidden)."""
-        if layers is None:
-            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
-            return pool(out.last_hidden_state, attention_mask, self.pooling)
-        out = self.backbone(
-            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
+        `layers`, every listed layer's hidden states pooled (layers x texts x hidden). Given
+        `inputs_embeds` (the chunk's word embeddings, `_shared_lookup`) the backbone takes them
+        instead of the ids; positions and token types are the same for right-padded texts."""
+        given = (
+            {"input_ids": input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
         )
+        if layers is None:
+            out = self.backbone(**given, attention_mask=attention_mask)
+            return pool(out.last_hidden_state, attention_mask, self.pooling)
+        out = self.backbone(**given, attention_mask=attention_mask, output_hidden_states=True)
         return torch.stack(
             [pool(out.hidden_states[k], attention_mask, self.pooling) for k in layers]
         )

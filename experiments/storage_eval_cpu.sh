@@ -36,8 +36,11 @@ evaluate() {  # name seed model eval.py-overrides...
     [[ -f $dir/results.json ]] || python eval.py "model='$model'" "${common[@]}" "hydra.run.dir=$dir" "$@"
     echo "$name seed=$seed: $(( $(date +%s) - start )) s"
     rm -rf "$dest/$name/seed$seed" && mkdir -p "$dest/$name/seed$seed"
-    rsync -am --include='*/' --include='results.json' --include='test_pairs.npz' \
-        --include='queries/*.npz' --include='benchmarks.md' --exclude='*' "$dir/" "$dest/$name/seed$seed/"
+    (cd "$dir" && find . \( -name results.json -o -name test_pairs.npz -o -name benchmarks.md \
+        -o -path '*/queries/*.npz' \) -not -path './.hydra/*') | while read -r file; do
+        mkdir -p "$dest/$name/seed$seed/$(dirname "$file")"
+        cp "$dir/$file" "$dest/$name/seed$seed/$file"
+    done
 }
 for seed in "${@:-42 43}"; do
     for s in $seed; do

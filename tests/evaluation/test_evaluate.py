@@ -57,6 +57,17 @@ def one_error_line(err: str, text: str) -> None:
     assert err.endswith(errors[0] + "\n"), err
 
 
+def each_refused(cases: dict[str, str], common: list[str], tmp_path: Path, capsys) -> None:
+    """Each case (space-separated overrides -> the message) after `common`: exit 2, one
+    `error:` line holding the message, and no eval folder left behind."""
+    for i, (overrides, message) in enumerate(cases.items()):
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate([*common, *overrides.split()], tmp_path / f"t{i}")
+        assert exit_info.value.code == 2, overrides
+        one_error_line(capsys.readouterr().err, message)
+        assert not (tmp_path / f"t{i}").exists(), overrides
+
+
 def test_every_benchmark_at_every_dim_matches_our_own_evaluation(sts_dir, tiny_model, tmp_path):
     folder, encoder, tokenizer = tiny_model
     run_dir = tmp_path / "eval"
@@ -119,12 +130,7 @@ def test_bad_models_and_dims_are_one_line(sts_dir, tiny_model, tmp_path, capsys)
         "dims=[a]": "dims holds 'a'; every entry must be a positive whole number",
         "dims=[8,8]": "dims repeats [8]",
     }
-    for i, (override, message) in enumerate(bad_dims.items()):
-        with pytest.raises(SystemExit) as exit_info:
-            evaluate([f"model={folder}", override], tmp_path / f"d{i}")
-        assert exit_info.value.code == 2
-        one_error_line(capsys.readouterr().err, message)
-        assert not (tmp_path / f"d{i}").exists()
+    each_refused(bad_dims, [f"model={folder}"], tmp_path, capsys)
 
 
 def test_a_model_folder_without_tokenizer_files_is_refused(sts_dir, tmp_path, capsys):

@@ -16,7 +16,7 @@ from mrl.artifacts.results import load_results
 from mrl.evaluation.retrieval import load_query_scores, ndcg_per_query, retrieval_per_query
 from mrl.evaluation.storage import KINDS, Calibration, Storage, bytes_per_embedding
 from mrl.tools.quantization import pair_similarity
-from tests.evaluation.test_evaluate import evaluate, one_error_line
+from tests.evaluation.test_evaluate import each_refused, evaluate
 from tests.evaluation.test_query_scores import _toy_set
 
 
@@ -149,13 +149,7 @@ def test_bad_storage_input_is_one_line(data_dir, tiny_model, tmp_path, capsys):
         "storage=[int8,float32] grid=true": "grid=true scores float32 prefixes",
         "storage=binary transform_fit.data.hub_split=test": "transform_fit.data is a test split",
     }
-    for i, (overrides, message) in enumerate(cases.items()):
-        with pytest.raises(SystemExit) as exit_info:
-            evaluate([f"model={tiny_model}", "benchmarks=stsb", *overrides.split()],
-                     tmp_path / f"t{i}")  # fmt: skip
-        assert exit_info.value.code == 2, overrides
-        one_error_line(capsys.readouterr().err, message)
-        assert not (tmp_path / f"t{i}").exists(), overrides
+    each_refused(cases, [f"model={tiny_model}", "benchmarks=stsb"], tmp_path, capsys)
 
 
 def test_storage_axis_picks_each_form_on_validation_and_puts_intervals_on_it(

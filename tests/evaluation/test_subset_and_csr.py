@@ -27,7 +27,7 @@ from mrl.evaluation.csr import (
 )
 from mrl.evaluation.posthoc import PostHoc
 from mrl.evaluation.transforms import random_orders
-from tests.evaluation.test_evaluate import evaluate, one_error_line
+from tests.evaluation.test_evaluate import each_refused, evaluate
 
 
 def unit(x: torch.Tensor) -> torch.Tensor:
@@ -269,13 +269,7 @@ def test_bad_subset_and_csr_input_is_one_line(data_dir, tiny_model, tmp_path, ca
         "transform=csr transform_fit.export=true": "transform=csr is no single linear map",
         "transform=csr transform_fit.data.hub_split=test": "transform_fit.data is a test split",
     }
-    for i, (overrides, message) in enumerate(cases.items()):
-        with pytest.raises(SystemExit) as exit_info:
-            evaluate([f"model={tiny_model}", "benchmarks=stsb", *overrides.split()],
-                     tmp_path / f"t{i}")  # fmt: skip
-        assert exit_info.value.code == 2, overrides
-        one_error_line(capsys.readouterr().err, message)
-        assert not (tmp_path / f"t{i}").exists(), overrides
+    each_refused(cases, [f"model={tiny_model}", "benchmarks=stsb"], tmp_path, capsys)
 
 
 def test_a_sparse_coder_round_trips_through_its_files(tmp_path):

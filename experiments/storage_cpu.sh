@@ -6,7 +6,8 @@
 # outputs/bf16_study/fp32/seed42, seed43), the same recipe with +exp=allnli_mrl.
 # Part 2 (every representation scored against bytes, and the report):
 # experiments/storage_eval_cpu.sh.
-# Time: ~20-30 min per run on the 2-core CPU when nothing else runs. A finished run is skipped.
+# Time: 1,114 s for seed 43 on the 2-core CPU when nothing else ran (2026-12-07). A finished run
+# is skipped.
 # Usage: bash experiments/storage_cpu.sh [SEED ...]   (default: 42 43)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -18,8 +18,7 @@
 # STS-B validation, its STS-B test and SciFact nDCG@10, and its difference from MRL with
 # two-level intervals (test pairs or queries, and seeds).
 # Time: 2.5-3 min per eval on the 2-core CPU when nothing else runs, CSR 7.5 min (12 evals,
-# ~45 min, 2026-12-07). A finished eval is
-# skipped on a re-run.
+# ~45 min, 2026-12-07). A finished eval is skipped on a re-run.
 # Usage: bash experiments/storage_eval_cpu.sh [SEED ...]   (default: 42 43; then the report)
 set -euo pipefail
 cd "$(dirname "$0")/.."

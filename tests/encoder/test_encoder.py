@@ -19,9 +19,11 @@ def make_texts(n: int) -> dict:
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
 
-def encoder(chunk_size) -> Encoder:
+def encoder(chunk_size, unpadded=False) -> Encoder:
+    """The tiny BERT; by default through the transformers forward, whose calls these tests
+    count (the unpadded forward: tests/encoder/test_unpadded.py)."""
     torch.manual_seed(0)
-    return Encoder(TINY_BACKBONE, chunk_size=chunk_size).eval()
+    return Encoder(TINY_BACKBONE, chunk_size=chunk_size, unpadded=unpadded).eval()
 
 
 def backbone_calls(model: Encoder, texts: dict) -> list[tuple[int, int]]:
@@ -37,12 +39,13 @@ def backbone_calls(model: Encoder, texts: dict) -> list[tuple[int, int]]:
     return calls
 
 
+@pytest.mark.parametrize("unpadded", [False, True])
 @pytest.mark.parametrize("chunk_size", [1, 3, 16, "auto", 100])
-def test_chunked_embeddings_equal_one_padded_call(chunk_size):
+def test_chunked_embeddings_equal_one_padded_call(chunk_size, unpadded):
     texts = make_texts(40)
     with torch.no_grad():
         expected = encoder(None)(**texts)
-        got = encoder(chunk_size)(**texts)
+        got = encoder(chunk_size, unpadded)(**texts)
     assert got.shape == expected.shape == (40, 32)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 

@@ -185,7 +185,7 @@ def encoder_from_checkpoint(state: dict, path: Path):
     pooling = hparams.get("pooling", "mean")
     encoder = Encoder(
         backbone, pooling, trust_remote_code=trust, projection_dim=hparams.get("projection_dim"),
-        lora=hparams.get("lora"),
+        lora=hparams.get("lora"), unpadded=hparams.get("unpadded", "auto"),
     )  # fmt: skip
     prefix = "encoder."
     weights = {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}

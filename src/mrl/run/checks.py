@@ -29,6 +29,7 @@ from mrl.encoder.backbone import backbone_config, check_backbone, load_tokenizer
 from mrl.encoder.encoder import encoder_width, projection_dim_problem
 from mrl.encoder.lora import lora_problem
 from mrl.encoder.pooling import POOLINGS
+from mrl.encoder.unpadded import unpadded_problem
 from mrl.run.config_keys import check_keys
 from mrl.run.option_values import (
     batches,
@@ -61,6 +62,7 @@ OPTIONS: dict[str, Callable] = {
     "model.projection_dim": projection_dim_problem,
     "model.lora": lora_problem,
     "model.gradient_checkpointing": boolean,
+    "model.unpadded": one_of("auto", True, False),
     "matryoshka.enabled": boolean,
     "matryoshka.dims": dims_list,
     "matryoshka.rule": one_of(*RULES),
@@ -319,6 +321,17 @@ def check_max_seq_length(cfg: DictConfig) -> None:
     check_length(cfg.data.max_seq_length, "data.max_seq_length", limit, f"model.backbone={name}")
 
 
+def check_unpadded(cfg: DictConfig) -> None:
+    """model.unpadded=true on a backbone that cannot run unpadded (`mrl.encoder.unpadded`)."""
+    mc = cfg.model
+    if mc.get("unpadded", "auto") is True:
+        problem = unpadded_problem(backbone_config(mc.backbone, mc.trust_remote_code))
+        if problem:
+            raise ConfigError(
+                f"model.unpadded=true, but {problem} ({mc.backbone}); set it to auto."
+            )
+
+
 def _plain(value):
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
@@ -364,5 +377,6 @@ def check_config(cfg: DictConfig, trainer: dict, folder: RunFolder) -> None:
     check_combinations(cfg, trainer)
     check_backbone(cfg.model.backbone, cfg.model.trust_remote_code)
     check_max_seq_length(cfg)
+    check_unpadded(cfg)
     check_qat(cfg, trainer)  # the QAT terms against the dims this run trains
     folder.check_writable()

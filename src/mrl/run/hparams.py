@@ -8,7 +8,7 @@ DEFAULTS = {
     "model": {
         "backbone": None, "pooling": "mean", "chunk_size": "auto", "compile": False,
         "trust_remote_code": False, "projection_dim": None, "lora": None,
-        "gradient_checkpointing": False,
+        "gradient_checkpointing": False, "unpadded": "auto",
     },
     "matryoshka": {
         "enabled": True, "dims": None, "rule": "pow2", "min_dim_ratio": 1 / 12,

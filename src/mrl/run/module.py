@@ -80,7 +80,7 @@ class MatryoshkaModule(L.LightningModule):
         self.loss = next(iter(self.losses.values()))  # dims, weights, step draws: all the same
         self.encoder = Encoder(
             mc["backbone"], mc["pooling"], mc["chunk_size"], mc["trust_remote_code"],
-            mc["projection_dim"], mc["lora"], mc["gradient_checkpointing"],
+            mc["projection_dim"], mc["lora"], mc["gradient_checkpointing"], mc["unpadded"],
         )  # fmt: skip
         if mc["compile"]:  # in place: parameter names (and checkpoints) stay the plain model's
             self.encoder.compile(dynamic=True)

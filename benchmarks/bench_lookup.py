@@ -9,7 +9,8 @@ the chunks share one lookup (`Encoder._shared_lookup`). This times a MiniLM trai
 (encoder forward and backward of the Matryoshka MNRL loss at 384..32, AdamW step) both ways on
 the same model and batch of real-length texts (the shared triplets when $MRL_DATA_DIR is set,
 else synthetic sentences of the same lengths), alternating the two in each round, and prints
-each one's median step time and the ratio. Run it on idle cores.
+each one's median step time and the ratio. Run it on idle cores. (It times the transformers
+forward in chunks; BERT-style backbones now run unpadded by default: bench_unpadded.py.)
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def main() -> None:
     from mrl.encoder.backbone import load_tokenizer
     from mrl.encoder.encoder import Encoder
 
-    encoder = Encoder(a.backbone, "mean")
+    encoder = Encoder(a.backbone, "mean", unpadded=False)  # the chunked transformers forward
     tokenizer = load_tokenizer(a.backbone)
     texts = batch_texts(a.batch)
     tokens = tokenizer(texts, padding=True, truncation=True, max_length=a.seq_len,

@@ -11,11 +11,14 @@ measured fp32 matrix-multiply rate, and the share of computed tokens that is pad
    the call's longest: the same length-sorted chunks the encoder forms). Model FLOPs per text of
    T tokens: 3 x (2 N T + 4 L H T^2) (N: parameters outside the embeddings, L layers, H width;
    forward once, backward twice), over real tokens (the model's work) and over computed tokens
-   (the machine's work, padding included).
+   (the machine's work, padding included). A backbone that runs unpadded (`model.unpadded`,
+   BERT-style: MiniLM by default) computes padding in attention only: its computed FLOPs
+   count the 2 N T term on real tokens and the attention term on padded ones.
 3. The bf16 matmul rate the same way (on a CPU without bf16 units, a 512^3 product: bf16 runs
    in software there), and the step's model FLOP/s against it: with `--precision bf16-mixed`
    the limit a bf16 step is measured against.
-Prints the rates, their ratios to the matmul rates, and the padding share; run on idle cores.
+Prints the rates, their ratios to the matmul rates, and the padding share of the tokens the
+per-token layers compute; run on idle cores.
 """
 
 from __future__ import annotations
@@ -96,16 +99,18 @@ def main() -> None:
                 backbone.config.hidden_size,
             )
             self.chunk = module.encoder.texts_per_call(torch.device("cpu"))
+            self.unpadded = module.encoder.unpadded
 
-        def flops(self, lengths: torch.Tensor) -> float:
-            t = lengths.double()
-            return 3 * float((2 * self.n * t + 4 * self.layers * self.hidden * t**2).sum())
+        def flops(self, lengths: torch.Tensor, attended: torch.Tensor) -> float:
+            t, a = lengths.double(), attended.double()
+            return 3 * float((2 * self.n * t + 4 * self.layers * self.hidden * a**2).sum())
 
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
             lengths = batch["attention_mask"].sum(1)
             padded = computed_lengths(lengths, self.chunk)
-            real.append((int(lengths.sum()), self.flops(lengths)))
-            computed.append((int(padded.sum()), self.flops(padded)))
+            per_token = lengths if self.unpadded else padded  # what the linear layers see
+            real.append((int(lengths.sum()), self.flops(lengths, lengths)))
+            computed.append((int(per_token.sum()), self.flops(per_token, padded)))
             self.start = time.perf_counter()
 
         def on_train_batch_end(self, *args):
@@ -116,7 +121,7 @@ def main() -> None:
     trainer = L.Trainer(
         accelerator="cpu", devices=1, precision=a.precision, max_steps=a.steps, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[StepTimer()],
+        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer := StepTimer()],
     )  # fmt: skip
     trainer.fit(module, datamodule=datamodule)
     timed = slice(a.warmup, None)
@@ -134,7 +139,8 @@ def main() -> None:
         "model_share_of_matmul_rate": model_rate / peak,
         "computed_share_of_matmul_rate": machine_rate / peak,
         "model_share_of_bf16_matmul_rate": model_rate / peak_bf16,
-        "padding_share_of_tokens": padding,
+        "unpadded": timer.unpadded,
+        "padding_share_of_tokens": padding,  # of the tokens the per-token layers compute
     }  # fmt: skip
     for key, value in result.items():
         print(f"{key:>30}: {value:.4g}" if isinstance(value, float) else f"{key:>30}: {value}")

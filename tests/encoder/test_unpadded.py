@@ -116,15 +116,16 @@ def test_training_draws_dropout_and_checkpointing_recomputes_the_same_masks():
 
 def test_where_it_cannot_run_one_line():
     assert not Encoder(MPNET).unpadded  # auto: MPNet's relative positions keep the padded path
-    with pytest.raises(ConfigError, match=r"^model\.unpadded=true, but mpnet is not one of .*"
-                       r"\(mrl/tiny-random-mpnet\); set it to auto\.$"):  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^model\.unpadded=true, but mrl/tiny-random-mpnet "
+                       r"cannot run unpadded: mpnet is not a BERT-style encoder \(bert, roberta, "
+                       r"xlm-roberta\); set it to auto\.$"):  # fmt: skip
         Encoder(MPNET, unpadded=True)
     with pytest.raises(ConfigError, match=r"^model\.unpadded='yes' must be auto, true or false\.$"):
         Encoder(BERT, unpadded="yes")
     cfg = OmegaConf.create({"model": {"backbone": MPNET, "trust_remote_code": False}})
     check_unpadded(cfg)  # auto (the key left out) is fine anywhere
     cfg.model.unpadded = True
-    with pytest.raises(ConfigError, match=r"^model\.unpadded=true, but mpnet .*set it to auto\.$"):
+    with pytest.raises(ConfigError, match=r"^model\.unpadded=true, but mrl/tiny-random-mpnet .*"):
         check_unpadded(cfg)
     cfg.model.backbone = BERT
     check_unpadded(cfg)

@@ -189,7 +189,9 @@ class Encoder(nn.Module):
             raise ConfigError(f"model.unpadded={unpadded!r} must be auto, true or false.")
         problem = unpadded_problem(self.backbone.config)
         if unpadded is True and problem:
-            raise ConfigError(f"model.unpadded=true, but {problem} ({name}); set it to auto.")
+            raise ConfigError(
+                f"model.unpadded=true, but {name} cannot run unpadded: {problem}; set it to auto."
+            )
         return bool(unpadded) and problem is None
 
     def texts_per_call(self, device: torch.device) -> int | None:

@@ -31,8 +31,7 @@ def unpadded_problem(config) -> str | None:
     """Why a backbone with this transformers `config` cannot run unpadded (None: it can)."""
     kind = config.model_type
     if kind not in UNPADDED_MODEL_TYPES:
-        names = ", ".join(UNPADDED_MODEL_TYPES)
-        return f"{kind} is not one of the BERT-style encoders it supports ({names})"
+        return f"{kind} is not a BERT-style encoder ({', '.join(UNPADDED_MODEL_TYPES)})"
     if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
         return f"this {kind} is configured as a decoder"
     if getattr(config, "position_embedding_type", "absolute") != "absolute":

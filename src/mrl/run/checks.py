@@ -32,6 +32,7 @@ from mrl.encoder.pooling import POOLINGS
 from mrl.encoder.unpadded import unpadded_problem
 from mrl.run.config_keys import check_keys
 from mrl.run.option_values import (
+    auto_or_boolean,
     batches,
     boolean,
     chunk_size,
@@ -62,7 +63,7 @@ OPTIONS: dict[str, Callable] = {
     "model.projection_dim": projection_dim_problem,
     "model.lora": lora_problem,
     "model.gradient_checkpointing": boolean,
-    "model.unpadded": one_of("auto", True, False),
+    "model.unpadded": auto_or_boolean,
     "matryoshka.enabled": boolean,
     "matryoshka.dims": dims_list,
     "matryoshka.rule": one_of(*RULES),
@@ -328,7 +329,8 @@ def check_unpadded(cfg: DictConfig) -> None:
         problem = unpadded_problem(backbone_config(mc.backbone, mc.trust_remote_code))
         if problem:
             raise ConfigError(
-                f"model.unpadded=true, but {problem} ({mc.backbone}); set it to auto."
+                f"model.unpadded=true, but {mc.backbone} cannot run unpadded: {problem}; set "
+                "it to auto."
             )
 
 

@@ -66,6 +66,10 @@ def boolean(value):
     return None if isinstance(value, bool) else "must be true or false"
 
 
+def auto_or_boolean(value):
+    return None if value == "auto" or isinstance(value, bool) else "must be auto, true or false"
+
+
 def chunk_size(value):
     if value in ("auto", None) or (is_int(value) and value >= 1):
         return None

@@ -15,83 +15,27 @@ forward in chunks; BERT-style backbones now run unpadded by default: bench_unpad
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import statistics
-import time
-from pathlib import Path
-
 import torch
-
-
-def batch_texts(n: int) -> list[str]:
-    """The first n triplets' texts (anchor, positive, negative), or stand-ins of like length."""
-    data = os.environ.get("MRL_DATA_DIR")
-    path = Path(data or "") / "allnli" / "triplets-train.jsonl"
-    if data and path.is_file():
-        rows = [json.loads(line) for line in path.read_text().splitlines()[:n]]
-        return [r[c] for c in ("anchor", "positive", "negative") for r in rows]
-    words = [
-        "a",
-        "man",
-        "is",
-        "playing",
-        "a",
-        "guitar",
-        "on",
-        "the",
-        "stage",
-        "while",
-        "people",
-        "watch",
-        "him",
-    ]
-    return [" ".join(words[: 4 + (7 * i) % 11] * (1 + i % 3)) for i in range(3 * n)]
+from step_arms import alternate, arguments, header, median, step_seconds, training_batch
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=32, help="triplets per step")
-    parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=4, help="timed steps per arm per round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--backbone", default="sentence-transformers/all-MiniLM-L6-v2")
-    a = parser.parse_args()
+    a = arguments(__doc__.splitlines()[0])
 
-    from mrl.core.matryoshka import matryoshka_mnrl_loss
-    from mrl.encoder.backbone import load_tokenizer
     from mrl.encoder.encoder import Encoder
 
     encoder = Encoder(a.backbone, "mean", unpadded=False)  # the chunked transformers forward
-    tokenizer = load_tokenizer(a.backbone)
-    texts = batch_texts(a.batch)
-    tokens = tokenizer(texts, padding=True, truncation=True, max_length=a.seq_len,
-                       return_tensors="pt")  # fmt: skip
-    ids, mask = tokens["input_ids"], tokens["attention_mask"]
+    ids, mask = training_batch(a.backbone, a.batch, a.seq_len)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=1e-6)
-    dims, n = [384, 256, 128, 64, 32], a.batch
     shared = encoder._shared_lookup
 
     def step(one_lookup: bool) -> float:
         encoder._shared_lookup = shared if one_lookup else (lambda _ids: None)
-        start = time.perf_counter()
-        out = encoder(ids, mask)
-        loss, _ = matryoshka_mnrl_loss(out[:n], out[n:], dims, [1.0] * len(dims))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return time.perf_counter() - start
+        return step_seconds(encoder, optimizer, ids, mask)
 
-    times: dict[bool, list[float]] = {True: [], False: []}
-    for arm in (True, False):
-        step(arm)  # warm-up
-    for r in range(a.rounds):
-        for arm in (True, False) if r % 2 == 0 else (False, True):
-            times[arm] += [step(arm) for _ in range(a.steps)]
-    one, per_chunk = statistics.median(times[True]), statistics.median(times[False])
-    real = int(mask.sum())
-    print(f"{a.backbone} step, {n} triplets, {real} real tokens, {torch.get_num_threads()} threads")
+    times = alternate(step, a.rounds, a.steps)
+    one, per_chunk = median(times[True]), median(times[False])
+    print(header(a.backbone, mask))
     print(f"one lookup per chunk: {per_chunk:.3f} s/step (median of {len(times[False])})")
     print(f"one lookup per step:  {one:.3f} s/step (median of {len(times[True])})")
     print(f"speed-up: {per_chunk / one:.3f}x")

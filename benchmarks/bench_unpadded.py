@@ -16,58 +16,30 @@ step time, the ratio, and the padding share the chunks compute. Run it on idle c
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import time
-
 import torch
-from bench_lookup import batch_texts
+from step_arms import alternate, arguments, header, median, step_seconds, training_batch
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=32, help="triplets per step")
-    parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=4, help="timed steps per arm per round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--backbone", default="sentence-transformers/all-MiniLM-L6-v2")
-    a = parser.parse_args()
+    a = arguments(__doc__.splitlines()[0])
 
-    from mrl.core.matryoshka import matryoshka_mnrl_loss
-    from mrl.encoder.backbone import load_tokenizer
     from mrl.encoder.encoder import Encoder
 
     encoder = Encoder(a.backbone, "mean", unpadded=True)
-    tokenizer = load_tokenizer(a.backbone)
-    texts = batch_texts(a.batch)
-    tokens = tokenizer(texts, padding=True, truncation=True, max_length=a.seq_len,
-                       return_tensors="pt")  # fmt: skip
-    ids, mask = tokens["input_ids"], tokens["attention_mask"]
+    ids, mask = training_batch(a.backbone, a.batch, a.seq_len)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=1e-6)
-    dims, n = [384, 256, 128, 64, 32], a.batch
 
     def step(unpadded: bool) -> float:
         encoder.unpadded = unpadded
-        start = time.perf_counter()
-        out = encoder(ids, mask)
-        loss, _ = matryoshka_mnrl_loss(out[:n], out[n:], dims, [1.0] * len(dims))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return time.perf_counter() - start
+        return step_seconds(encoder, optimizer, ids, mask)
 
-    times: dict[bool, list[float]] = {True: [], False: []}
-    for arm in (True, False):
-        step(arm)  # warm-up
-    for r in range(a.rounds):
-        for arm in (True, False) if r % 2 == 0 else (False, True):
-            times[arm] += [step(arm) for _ in range(a.steps)]
-    unpadded, padded = statistics.median(times[True]), statistics.median(times[False])
+    times = alternate(step, a.rounds, a.steps)
+    unpadded, padded = median(times[True]), median(times[False])
     lengths = mask.sum(1).sort(descending=True).values
     chunk = encoder.texts_per_call(ids.device)
     computed = sum(int(c[0]) * len(c) for c in lengths.split(chunk))
     real = int(lengths.sum())
-    print(f"{a.backbone} step, {n} triplets, {real} real tokens, {torch.get_num_threads()} threads")
+    print(header(a.backbone, mask))
     print(f"padded chunks of {chunk} compute {computed} tokens: {1 - real / computed:.1%} padding")
     print(f"chunked transformers forward: {padded:.3f} s/step (median of {len(times[False])})")
     print(f"unpadded forward:             {unpadded:.3f} s/step (median of {len(times[True])})")

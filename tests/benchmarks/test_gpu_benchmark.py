@@ -119,3 +119,20 @@ def test_compare_precisions_reads_run_folders(tmp_path):
         assert set(result["max_relative_gap_by_key"]) == {"train/loss@8", "train/loss@4"}
         assert result["worst"] == pytest.approx(0.0 if other == "same" else 0.1)
         assert (tmp_path / f"{other}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("script", ["bench_unpadded.py", "bench_lookup.py"])
+def test_side_by_side_step_benchmarks_run_both_arms(script):
+    """The step benchmarks run on the tiny BERT without ../shared (stand-in texts) and print
+    both arms' medians and their ratio (the numbers are the machine's: checked for shape)."""
+    import os
+    import re
+
+    env = {k: v for k, v in os.environ.items() if k != "MRL_DATA_DIR"}
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script), "--backbone",
+           "mrl/tiny-random-bert", "--batch", "4", "--steps", "1", "--rounds", "2"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "mrl/tiny-random-bert step, 4 triplets" in done.stdout
+    assert len(re.findall(r"s/step \(median of 2\)", done.stdout)) == 2
+    assert re.search(r"speed-up: \d+\.\d{3}x", done.stdout)

@@ -89,20 +89,19 @@ def encode_unpadded(
     pooling: str,
     layers: Sequence[int] | None = None,
 ) -> torch.Tensor:
-    """Right-padded ids and mask (texts x tokens) -> pooled embeddings (texts x hidden), or with
-    `layers` (1-based) each listed layer's (layers x texts x hidden), as the transformers
-    forward of `model` (a BERT-style model, `unpadded_problem` None; under LoRA the peft base
-    model) would give them. `group_size` texts per attention call (None: all in one)."""
+    """Ids and mask (texts x tokens, padded on either side) -> pooled embeddings (texts x
+    hidden), or with `layers` (1-based) each listed layer's (layers x texts x hidden), as the
+    transformers forward of `model` (a BERT-style model, `unpadded_problem` None; under LoRA
+    the peft base model) would give them. `group_size` texts per attention call (None: all in
+    one)."""
     lengths = attention_mask.sum(1)
     order = lengths.argsort(descending=True, stable=True)
     sorted_lengths = lengths[order]
     real = attention_mask[order].bool()
     ids = input_ids[order][real]
-    if UNPADDED_MODEL_TYPES[
-        model.config.model_type
-    ]:  # RoBERTa counts real tokens from padding id + 1
+    if UNPADDED_MODEL_TYPES[model.config.model_type]:  # RoBERTa: from padding id + 1
         positions = (real.cumsum(1) + model.embeddings.padding_idx)[real]
-    else:  # BERT numbers every column of the padded batch
+    else:  # BERT numbers the columns of the padded batch, as transformers does
         positions = torch.arange(input_ids.shape[1], device=ids.device).expand_as(real)[real]
     embeddings = model.embeddings(
         inputs_embeds=model.embeddings.word_embeddings(ids)[None],

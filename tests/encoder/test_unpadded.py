@@ -54,6 +54,19 @@ def test_unpadded_embeddings_equal_the_transformers_forward(name, pooling):
         assert by_layer.shape == (2, 20, 32)
 
 
+@pytest.mark.parametrize("name", [BERT, ROBERTA])
+def test_left_padded_batches_too(name):
+    """Packing reads the mask, so a left-padded batch gives what transformers gives it."""
+    texts = make_texts(name)
+    ids, mask = texts["input_ids"], texts["attention_mask"]
+    shift = (mask.shape[1] - mask.sum(1)).tolist()  # right -> left padding, row by row
+    left = [torch.stack([t.roll(s) for t, s in zip(x, shift, strict=True)]) for x in (ids, mask)]
+    assert not left[1][:, -1].eq(0).any()  # every text now ends at the last column
+    padded, unpadded = (e.eval() for e in pair(name, chunk_size=None))
+    with torch.no_grad():
+        torch.testing.assert_close(unpadded(*left), padded(*left), atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize(
     "options", [{}, {"projection_dim": 8}, {"lora": LORA}, {"gradient_checkpointing": True}]
 )

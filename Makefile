@@ -18,7 +18,7 @@ lint:  ## ruff lint + format check
 format:  ## ruff format + autofix
 	ruff format . && ruff check --fix .
 
-mrl:  ## the MiniLM MRL run on CPU from the local mirrors (~40 min on 2 cores)
+mrl:  ## the MiniLM MRL run on CPU from the local mirrors (~15 min on 2 cores)
 	MRL_DATA_DIR=../shared/data MRL_MODEL_DIR=../shared/models python train.py +exp=allnli_mrl model=minilm_l6 trainer=cpu
 
 baseline:  ## its regular baseline, overlaid on the MRL curve

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # MRL vs. regular baseline, all-MiniLM-L6-v2 on the 28,142 shared NLI triplets, 1 epoch each,
 # on a 2-core CPU, offline. Reaches: see experiments/results/allnli_minilm_cpu.md.
-# Time: ~35-40 min per run on 2 idle cores (221 steps of 128 triplets + STS-B dev/test).
+# Time: ~15 min per run on 2 idle cores (221 steps of 128 triplets + STS-B dev/test; 920 s
+# measured 2026-12-07 with the unpadded forward, ~35-40 min with the code of the committed runs).
 # The committed results were made with model.chunk_size=64 (the default then; now `auto`,
 # 16 texts per call on CPU): add that override to draw the same dropout masks as they did.
 set -euo pipefail

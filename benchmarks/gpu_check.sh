@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The one prepared GPU run (issue 18): ~8 min on one H100/H200 when the `device` tool lends one.
+# The one prepared GPU run (issue 18): ~9 min on one H100/H200 when the `device` tool lends one.
 #   bash benchmarks/gpu_check.sh OUT_DIR            (on the GPU machine; every number -> OUT_DIR/*.json)
 #   ARCH=tiny STEPS=6 BATCH=8 DEVICE=cpu bash benchmarks/gpu_check.sh /tmp/check   (the CPU rehearsal)
 #   COMPILE_CHUNKS="null": compile only at those chunk sizes (the test suite's rehearsal; a CPU
 #   compile takes ~a minute each); default: all three
 # (a) the card, torch / CUDA versions, bf16 support; (b) gpu_throughput.py for mpnet-base at batch
-# 128, bf16-mixed, model.chunk_size 64 / 128 / null, each without and with --compile, and cached
-# mode at batch 1024; (c) the same seed in bf16-mixed and fp32 (a few hundred steps of the
+# 128, bf16-mixed, model.chunk_size 64 / 128 / null, each without and with --compile, chunk 64
+# through the transformers forward (model.unpadded=false), and cached mode at batch 1024; (c) the same seed in bf16-mixed and fp32 (a few hundred steps of the
 # synthetic data) and whether bf16's per-dim losses track fp32's (compare_precisions.py).
 # Every step keeps going if one fails (its error is in OUT_DIR/<name>.log), so one bad setting
 # cannot spend the lease.
@@ -41,6 +41,8 @@ for chunk in 64 128 null; do
     [[ $compile_chunks == *" $chunk "* ]] || continue
     bench "chunk${chunk}_compile" --batch "$batch" --steps "$steps" --warmup "$warmup" --precision "$precision" --chunk-size "$chunk" --compile
 done
+# the chunked transformers forward at the default chunk size: what the unpadded forward gains
+bench chunk64_padded --batch "$batch" --steps "$steps" --warmup "$warmup" --precision "$precision" --chunk-size 64 --unpadded false
 bench cached1024 --batch $(( batch * 8 )) --steps $(( steps / 4 > 2 ? steps / 4 : 3 )) --warmup 1 \
     --precision "$precision" --cached-mini-batch "$batch"
 # (c) the same seed and data in both precisions (CPU rehearsal: fp32 twice, which must agree)

@@ -138,6 +138,9 @@ def main() -> None:
     parser.add_argument(
         "--chunk-size", default="auto", help="model.chunk_size: auto, a number, or null"
     )
+    parser.add_argument(
+        "--unpadded", default="auto", choices=["auto", "true", "false"], help="model.unpadded"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON")
     a = parser.parse_args()
@@ -166,6 +169,7 @@ def main() -> None:
         f"data.max_seq_length={a.seq_len}",
         f"loss.cached_mini_batch_size={a.cached_mini_batch or 'null'}",
         f"model.chunk_size={a.chunk_size}",
+        f"model.unpadded={a.unpadded}",
     ]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
@@ -234,6 +238,7 @@ def main() -> None:
         "precision": a.precision,
         "compile": a.compile,
         "chunk_size": a.chunk_size,
+        "unpadded": module.encoder.unpadded,
         "seed": a.seed,
         "cached_mini_batch": a.cached_mini_batch,
         "batch_triplets": a.batch,

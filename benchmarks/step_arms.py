@@ -27,7 +27,28 @@ def arguments(description: str):
     parser.add_argument("--steps", type=int, default=4, help="timed steps per arm per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backbone", default="sentence-transformers/all-MiniLM-L6-v2")
-    return parser.parse_args()
+    parser.add_argument(
+        "--arch", help="instead of --backbone: random weights of an architecture of "
+        "gpu_throughput.py's ARCHS (e.g. mpnet-base) with a word-level tokenizer",
+    )  # fmt: skip
+    a = parser.parse_args()
+    if a.arch:
+        a.backbone = random_backbone(a.arch, batch_texts(a.batch))
+    return a
+
+
+def random_backbone(arch: str, texts: list[str]) -> str:
+    """A folder holding a random-init `arch` and a tokenizer over the words of `texts`."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from gpu_throughput import random_backbone as build
+
+    folder = Path(tempfile.mkdtemp(prefix="mrl_step_arms_"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    build(folder, arch, sorted({w for t in texts for w in t.split()}))
+    return str(folder)
 
 
 def batch_texts(n: int) -> list[str]:

@@ -52,7 +52,10 @@ def test_gpu_check_rehearses_on_the_cpu_and_bf16_tracking_compares(tmp_path):
                           capture_output=True, text=True, timeout=900, env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     names = {p.name for p in tmp_path.glob("*.json")}
-    assert {"device.json", "chunk64.json", "chunknull_compile.json", "cached1024.json"} <= names
+    assert {"device.json", "chunk64.json", "chunknull_compile.json", "cached1024.json",
+            "chunk64_padded.json"} <= names  # fmt: skip
+    assert json.loads((tmp_path / "chunk64.json").read_text())["unpadded"] is True
+    assert json.loads((tmp_path / "chunk64_padded.json").read_text())["unpadded"] is False
     assert "chunk64_compile.json" not in names  # COMPILE_CHUNKS limits the compiled variants
     tracking = json.loads((tmp_path / "precision_tracking.json").read_text())
     assert tracking["tracks"] is True and tracking["worst"] == 0.0  # fp32 twice, same seed
@@ -121,18 +124,23 @@ def test_compare_precisions_reads_run_folders(tmp_path):
         assert (tmp_path / f"{other}.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("script", ["bench_unpadded.py", "bench_lookup.py"])
-def test_side_by_side_step_benchmarks_run_both_arms(script):
-    """The step benchmarks run on the tiny BERT without ../shared (stand-in texts) and print
-    both arms' medians and their ratio (the numbers are the machine's: checked for shape)."""
+@pytest.mark.parametrize(
+    ("script", "backbone"),
+    [("bench_unpadded.py", ["--arch", "tiny"]),
+     ("bench_lookup.py", ["--backbone", "mrl/tiny-random-bert"])],
+)  # fmt: skip
+def test_side_by_side_step_benchmarks_run_both_arms(script, backbone):
+    """The step benchmarks run on a tiny BERT (built in memory, or random weights saved by
+    --arch) without ../shared (stand-in texts) and print both arms' medians and their ratio
+    (the numbers are the machine's: checked for shape)."""
     import os
     import re
 
     env = {k: v for k, v in os.environ.items() if k != "MRL_DATA_DIR"}
-    cmd = [sys.executable, str(ROOT / "benchmarks" / script), "--backbone",
-           "mrl/tiny-random-bert", "--batch", "4", "--steps", "1", "--rounds", "2"]  # fmt: skip
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script), *backbone, "--batch", "4",
+           "--steps", "1", "--rounds", "2"]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "mrl/tiny-random-bert step, 4 triplets" in done.stdout
+    assert " step, 4 triplets" in done.stdout
     assert len(re.findall(r"s/step \(median of 2\)", done.stdout)) == 2
     assert re.search(r"speed-up: \d+\.\d{3}x", done.stdout)

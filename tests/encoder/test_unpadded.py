@@ -17,6 +17,7 @@ from mrl.encoder.encoder import Encoder
 from mrl.run.checks import check_unpadded
 
 BERT, ROBERTA, MPNET = "mrl/tiny-random-bert", "mrl/tiny-random-roberta", "mrl/tiny-random-mpnet"
+DISTILBERT = "mrl/tiny-random-distilbert"
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"}
 
 
@@ -39,12 +40,12 @@ def pair(name: str, **options) -> tuple[Encoder, Encoder]:
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls", "last", "weighted_mean"])
-@pytest.mark.parametrize("name", [BERT, ROBERTA])
+@pytest.mark.parametrize("name", [BERT, ROBERTA, MPNET])
 def test_unpadded_embeddings_equal_the_transformers_forward(name, pooling):
     texts = make_texts(name)
     for chunk_size in (None, 3, 16):
         padded, unpadded = (e.eval() for e in pair(name, pooling=pooling, chunk_size=chunk_size))
-        assert Encoder(name, pooling).unpadded  # what `auto` picks for BERT and RoBERTa
+        assert Encoder(name, pooling).unpadded  # what `auto` picks for each of them
         with torch.no_grad():
             torch.testing.assert_close(unpadded(**texts), padded(**texts), atol=1e-5, rtol=1e-4)
             by_layer = unpadded(**texts, layers=[1, 2])
@@ -54,9 +55,11 @@ def test_unpadded_embeddings_equal_the_transformers_forward(name, pooling):
         assert by_layer.shape == (2, 20, 32)
 
 
-@pytest.mark.parametrize("name", [BERT, ROBERTA])
+@pytest.mark.parametrize("name", [BERT, ROBERTA, MPNET])
 def test_left_padded_batches_too(name):
-    """Packing reads the mask, so a left-padded batch gives what transformers gives it."""
+    """Packing reads the mask, so a left-padded batch gives what transformers gives it; for
+    MPNet, whose transformers forward gives a left-padded batch other embeddings than the same
+    texts right-padded, the unpadded forward gives the right-padded ones for both."""
     texts = make_texts(name)
     ids, mask = texts["input_ids"], texts["attention_mask"]
     shift = (mask.shape[1] - mask.sum(1)).tolist()  # right -> left padding, row by row
@@ -64,17 +67,20 @@ def test_left_padded_batches_too(name):
     assert not left[1][:, -1].eq(0).any()  # every text now ends at the last column
     padded, unpadded = (e.eval() for e in pair(name, chunk_size=None))
     with torch.no_grad():
-        torch.testing.assert_close(unpadded(*left), padded(*left), atol=1e-5, rtol=1e-4)
+        expected = padded(ids, mask) if name == MPNET else padded(*left)
+        torch.testing.assert_close(unpadded(*left), expected, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize(
-    "options", [{}, {"projection_dim": 8}, {"lora": LORA}, {"gradient_checkpointing": True}]
-)
-def test_unpadded_gradients_equal_the_transformers_forward(options):
+    ("name", "options"),
+    [(BERT, {}), (BERT, {"projection_dim": 8}), (BERT, {"lora": LORA}),
+     (BERT, {"gradient_checkpointing": True}), (MPNET, {}), (MPNET, {"lora": LORA})],
+)  # fmt: skip
+def test_unpadded_gradients_equal_the_transformers_forward(name, options):
     """Dropout off (eval mode), gradients on: every parameter's gradient matches, so training
     on the unpadded forward is training the same model."""
-    texts = make_texts(BERT)
-    models = [m.eval() for m in pair(BERT, chunk_size=4, **options)]
+    texts = make_texts(name)
+    models = [m.eval() for m in pair(name, chunk_size=4, **options)]
     outs = [m(**texts) for m in models]
     torch.testing.assert_close(outs[1], outs[0], atol=1e-5, rtol=1e-4)
     for out in outs:
@@ -128,17 +134,19 @@ def test_training_draws_dropout_and_checkpointing_recomputes_the_same_masks():
 
 
 def test_where_it_cannot_run_one_line():
-    assert not Encoder(MPNET).unpadded  # auto: MPNet's relative positions keep the padded path
-    with pytest.raises(ConfigError, match=r"^model\.unpadded=true, but mrl/tiny-random-mpnet "
-                       r"cannot run unpadded: mpnet is not a BERT-style encoder \(bert, roberta, "
-                       r"xlm-roberta\); set it to auto\.$"):  # fmt: skip
-        Encoder(MPNET, unpadded=True)
+    assert not Encoder(DISTILBERT).unpadded  # auto: DistilBERT keeps the transformers forward
+    with pytest.raises(ConfigError, match=r"^model\.unpadded=true, but mrl/tiny-random-distilbert "
+                       r"cannot run unpadded: distilbert is not one of bert, roberta, "
+                       r"xlm-roberta, mpnet; set it to auto\.$"):  # fmt: skip
+        Encoder(DISTILBERT, unpadded=True)
     with pytest.raises(ConfigError, match=r"^model\.unpadded='yes' must be auto, true or false\.$"):
         Encoder(BERT, unpadded="yes")
-    cfg = OmegaConf.create({"model": {"backbone": MPNET, "trust_remote_code": False}})
+    cfg = OmegaConf.create({"model": {"backbone": DISTILBERT, "trust_remote_code": False}})
     check_unpadded(cfg)  # auto (the key left out) is fine anywhere
     cfg.model.unpadded = True
-    with pytest.raises(ConfigError, match=r"^model\.unpadded=true, but mrl/tiny-random-mpnet .*"):
+    with pytest.raises(
+        ConfigError, match=r"^model\.unpadded=true, but mrl/tiny-random-distilbert "
+    ):
         check_unpadded(cfg)
-    cfg.model.backbone = BERT
+    cfg.model.backbone = MPNET
     check_unpadded(cfg)

@@ -66,10 +66,11 @@ class Encoder(nn.Module):
     export) gets the projected embedding. None (the default) adds nothing, not even keys in
     the state dict, so checkpoints made before the option load unchanged.
 
-    `unpadded` ("auto", True, False): BERT-style backbones run their per-token layers on the
-    batch's real tokens only, attention still per chunk (`mrl.encoder.unpadded`): the same
-    embeddings up to float rounding, ~1.3x faster. "auto" does so where the backbone allows;
-    True insists (one ConfigError line where it cannot); False keeps the transformers forward.
+    `unpadded` ("auto", True, False): BERT-style backbones (BERT, RoBERTa, XLM-RoBERTa, MPNet)
+    run their per-token layers on the batch's real tokens only, attention still per chunk
+    (`mrl.encoder.unpadded`): the same embeddings up to float rounding, ~1.3x faster. "auto"
+    does so where the backbone allows; True insists (one ConfigError line where it cannot);
+    False keeps the transformers forward.
     """
 
     def __init__(

@@ -1,20 +1,24 @@
-"""The unpadded forward of BERT-style encoders (BERT, RoBERTa, XLM-RoBERTa: MiniLM, bge, e5,
-gte, ...): every per-token layer runs on the batch's real tokens only, packed into one matrix.
+"""The unpadded forward of BERT-style encoders (BERT, RoBERTa, XLM-RoBERTa, MPNet: MiniLM, bge,
+e5, gte, the seed recipe's MPNet, ...): every per-token layer runs on the batch's real tokens
+only, packed into one matrix.
 
 In a transformer layer only attention mixes tokens; the projections, the feed-forward block,
 the layer norms and dropout act on each token alone. So the batch's real tokens are packed
 (text after text, longest text first) and those layers run once on the whole pack: no padding
 is computed, the weights' gradients come from one matrix multiply each instead of one per
 chunk of texts, and the multiplies are large. Attention alone runs per group of `group_size`
-texts of similar length, padded to the group's longest (PyTorch's SDPA, with the backbone's
-attention dropout). The backbone's own modules do all the work, so LoRA adapters (peft wraps
-the linear layers in place), autocast and gradient checkpointing act as in the transformers
-forward; the result equals it up to float rounding (tests/encoder/test_unpadded.py), and a
-MiniLM training step is ~1.3x faster on CPU (benchmarks/RESULTS.md).
+texts of similar length, padded to the group's longest, with the backbone's attention dropout:
+PyTorch's SDPA for BERT and RoBERTa, and for MPNet the product, its relative position bias
+and softmax written out as transformers writes them. The backbone's own modules do all the
+work, so LoRA adapters (peft wraps the linear layers in place), autocast and gradient
+checkpointing act as in the transformers forward; the result equals it up to float rounding
+(tests/encoder/test_unpadded.py), and a MiniLM training step is ~1.3x faster on CPU
+(benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -23,15 +27,17 @@ from torch.utils.checkpoint import checkpoint
 
 from mrl.encoder.pooling import pool
 
-# model_type -> whether its position ids start after the padding id (RoBERTa's numbering)
-UNPADDED_MODEL_TYPES = {"bert": False, "roberta": True, "xlm-roberta": True}
+# model_type -> its layer family: "bert" (BertLayer and its copies) or "mpnet"
+UNPADDED_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "mpnet": "mpnet"}
+# the model types whose position ids count real tokens from the padding id + 1
+COUNT_FROM_PADDING = {"roberta", "xlm-roberta", "mpnet"}
 
 
 def unpadded_problem(config) -> str | None:
     """Why a backbone with this transformers `config` cannot run unpadded (None: it can)."""
     kind = config.model_type
     if kind not in UNPADDED_MODEL_TYPES:
-        return f"{kind} is not a BERT-style encoder ({', '.join(UNPADDED_MODEL_TYPES)})"
+        return f"{kind} is not one of {', '.join(UNPADDED_MODEL_TYPES)}"
     if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
         return f"this {kind} is configured as a decoder"
     if getattr(config, "position_embedding_type", "absolute") != "absolute":
@@ -74,10 +80,33 @@ def _attention(attention, hidden: torch.Tensor, groups) -> torch.Tensor:
     return torch.cat(pieces).reshape(hidden.shape[0], heads * size)
 
 
-def _layer(layer, hidden: torch.Tensor, groups) -> torch.Tensor:
-    """One BERT layer on packed `hidden`: attention, then the per-token modules as they are."""
-    context = _attention(layer.attention.self, hidden, groups)
-    attended = layer.attention.output(context, hidden)
+def _mpnet_attention(attention, hidden: torch.Tensor, groups, biases) -> torch.Tensor:
+    """An MPNet self-attention block's output before its output projection `o`: the
+    projections on the pack, then per group the scores, the relative position bias of the
+    group's width (`biases`), the padding mask, softmax and dropout, as transformers does."""
+    size = attention.attention_head_size
+    shape = (hidden.shape[0], attention.num_attention_heads, size)
+    q, k, v = (proj(hidden).view(shape) for proj in (attention.q, attention.k, attention.v))
+    pieces = []
+    for (index, real), bias in zip(groups, biases, strict=True):
+        qg, kg, vg = (x[index].transpose(1, 2) for x in (q, k, v))  # texts x heads x width x size
+        scores = qg @ kg.transpose(-1, -2) / math.sqrt(size) + bias
+        scores = scores.masked_fill(~real[:, None, None, :], torch.finfo(scores.dtype).min)
+        probs = attention.dropout(scores.softmax(-1))
+        pieces.append((probs @ vg).transpose(1, 2)[real])
+    return torch.cat(pieces).reshape(hidden.shape[0], -1)
+
+
+def _layer(layer, hidden: torch.Tensor, groups, biases=None) -> torch.Tensor:
+    """One layer on packed `hidden`: attention, then the per-token modules as they are (a BERT
+    layer; with `biases`, an MPNet layer)."""
+    if biases is None:
+        context = _attention(layer.attention.self, hidden, groups)
+        attended = layer.attention.output(context, hidden)
+    else:
+        block = layer.attention
+        context = block.attn.o(_mpnet_attention(block.attn, hidden, groups, biases))
+        attended = block.LayerNorm(block.dropout(context) + hidden)
     return layer.output(layer.intermediate(attended), attended)
 
 
@@ -99,22 +128,32 @@ def encode_unpadded(
     sorted_lengths = lengths[order]
     real = attention_mask[order].bool()
     ids = input_ids[order][real]
-    if UNPADDED_MODEL_TYPES[model.config.model_type]:  # RoBERTa: from padding id + 1
+    kind = model.config.model_type
+    if kind in COUNT_FROM_PADDING:  # RoBERTa, MPNet: real tokens from padding id + 1
         positions = (real.cumsum(1) + model.embeddings.padding_idx)[real]
     else:  # BERT numbers the columns of the padded batch, as transformers does
         positions = torch.arange(input_ids.shape[1], device=ids.device).expand_as(real)[real]
-    embeddings = model.embeddings(
-        inputs_embeds=model.embeddings.word_embeddings(ids)[None],
-        position_ids=positions[None], token_type_ids=torch.zeros_like(ids)[None],
-    )[0]  # fmt: skip
+    given = {
+        "inputs_embeds": model.embeddings.word_embeddings(ids)[None],
+        "position_ids": positions[None],
+    }
+    if UNPADDED_MODEL_TYPES[kind] == "bert":
+        given["token_type_ids"] = torch.zeros_like(ids)[None]
+    embeddings = model.embeddings(**given)[0]
     groups = _groups(sorted_lengths, group_size or len(order))
+    biases = None
+    if UNPADDED_MODEL_TYPES[kind] == "mpnet":  # one relative position bias per group width
+        widths = [index.shape[1] for index, _ in groups]
+        biases = [
+            model.encoder.compute_position_bias(embeddings.new_empty(1, w, 0)) for w in widths
+        ]
     recompute = model.is_activation_checkpointing and torch.is_grad_enabled()
     hidden, states = embeddings, [embeddings]
     for layer in model.encoder.layer:
         if recompute:
-            hidden = checkpoint(_layer, layer, hidden, groups, use_reentrant=False)
+            hidden = checkpoint(_layer, layer, hidden, groups, biases, use_reentrant=False)
         else:
-            hidden = _layer(layer, hidden, groups)
+            hidden = _layer(layer, hidden, groups, biases)
         states.append(hidden)
     padded_index, mask = _groups(sorted_lengths, len(order))[0]  # every text, right-padded
     wanted = [len(states) - 1] if layers is None else list(layers)

@@ -35,7 +35,7 @@ def main() -> None:
 
     times = alternate(step, a.rounds, a.steps)
     one, per_chunk = median(times[True]), median(times[False])
-    print(header(a.backbone, mask))
+    print(header(a.name, mask))
     print(f"one lookup per chunk: {per_chunk:.3f} s/step (median of {len(times[False])})")
     print(f"one lookup per step:  {one:.3f} s/step (median of {len(times[True])})")
     print(f"speed-up: {per_chunk / one:.3f}x")

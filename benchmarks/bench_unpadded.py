@@ -39,7 +39,7 @@ def main() -> None:
     chunk = encoder.texts_per_call(ids.device)
     computed = sum(int(c[0]) * len(c) for c in lengths.split(chunk))
     real = int(lengths.sum())
-    print(header(a.backbone, mask))
+    print(header(a.name, mask))
     print(f"padded chunks of {chunk} compute {computed} tokens: {1 - real / computed:.1%} padding")
     print(f"chunked transformers forward: {padded:.3f} s/step (median of {len(times[False])})")
     print(f"unpadded forward:             {unpadded:.3f} s/step (median of {len(times[True])})")

@@ -32,6 +32,7 @@ def arguments(description: str):
         "gpu_throughput.py's ARCHS (e.g. mpnet-base) with a word-level tokenizer",
     )  # fmt: skip
     a = parser.parse_args()
+    a.name = f"{a.arch} (random weights)" if a.arch else a.backbone  # what the header says
     if a.arch:
         a.backbone = random_backbone(a.arch, batch_texts(a.batch))
     return a

@@ -139,8 +139,11 @@ def test_where_it_cannot_run_one_line():
                        r"cannot run unpadded: distilbert is not one of bert, roberta, "
                        r"xlm-roberta, mpnet; set it to auto\.$"):  # fmt: skip
         Encoder(DISTILBERT, unpadded=True)
-    with pytest.raises(ConfigError, match=r"^model\.unpadded='yes' must be auto, true or false\.$"):
-        Encoder(BERT, unpadded="yes")
+    for bad in ("yes", 1):
+        with pytest.raises(
+            ConfigError, match=r"^model\.unpadded=.* must be auto, true or false\.$"
+        ):
+            Encoder(BERT, unpadded=bad)
     cfg = OmegaConf.create({"model": {"backbone": DISTILBERT, "trust_remote_code": False}})
     check_unpadded(cfg)  # auto (the key left out) is fine anywhere
     cfg.model.unpadded = True

@@ -186,7 +186,7 @@ class Encoder(nn.Module):
 
     def _resolve_unpadded(self, unpadded, name: str) -> bool:
         """`unpadded` ("auto", True or False) -> whether this backbone runs unpadded."""
-        if unpadded not in ("auto", True, False):
+        if not (isinstance(unpadded, bool) or unpadded == "auto"):
             raise ConfigError(f"model.unpadded={unpadded!r} must be auto, true or false.")
         problem = unpadded_problem(self.backbone.config)
         if unpadded is True and problem:

@@ -176,3 +176,23 @@ def test_other_architectures_resume_exactly_after_sigkill(tmp_path, data_dir, mo
     extra = [*model, "trainer.max_epochs=1", "data.max_train_samples=96"]  # 12 steps
     straight, run_dir = _straight_and_killed(tmp_path, data_dir, extra)
     assert _scores(run_dir) == _scores(straight)
+
+
+@pytest.mark.parametrize(("world_size", "flag_kept"), [(1, False), (2, True)])
+def test_sigterm_is_left_to_the_callback_in_one_process(world_size, flag_kept):
+    """SIGTERM reaches Lightning's handler (chained), which sets its stop flag. One process:
+    the flag is cleared again, so Lightning cannot stop the run between this callback's hook
+    and its own check without a save (the callback saves and stops at the next step's end).
+    Several processes: the flag stays, as Lightning broadcasts the stop to every rank."""
+    from types import SimpleNamespace
+
+    from mrl.run.reliability import StopOnSignal
+
+    connector = SimpleNamespace(received_sigterm=False)
+    trainer = SimpleNamespace(world_size=world_size, _signal_connector=connector)
+    stop = StopOnSignal("unused.ckpt")
+    stop._trainer = trainer
+    stop._previous[signal.SIGTERM] = lambda *_: setattr(connector, "received_sigterm", True)
+    stop._handle(signal.SIGTERM, None)
+    assert stop.received == "SIGTERM" and stop.stopped_at is None
+    assert connector.received_sigterm is flag_kept

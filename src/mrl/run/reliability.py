@@ -65,7 +65,12 @@ class StopOnSignal(L.Callback):
     """On SIGTERM, SIGUSR1 (SLURM's warning before the time limit) or Ctrl-C: finish the step,
     write checkpoints/last.ckpt, and stop. The next run of the same command resumes there.
 
-    Handlers installed before (Lightning's SLURM requeue handler, for one) still run.
+    Handlers installed before (Lightning's SLURM requeue handler, for one) still run. In a
+    one-process run, the SIGTERM flag Lightning's handler sets is cleared again: Lightning
+    would act on it after the step's end hooks, and a signal landing between this callback's
+    hook and that check stopped the run without a save ("outside a training step"); the next
+    step's end saves and stops instead. Several processes keep Lightning's flag (it
+    broadcasts the stop to every rank).
     """
 
     def __init__(self, last_ckpt: Path):
@@ -73,10 +78,12 @@ class StopOnSignal(L.Callback):
         self.received: str | None = None
         self.stopped_at: int | None = None
         self._previous: dict = {}
+        self._trainer = None
 
     def on_fit_start(self, trainer, pl_module) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
+        self._trainer = trainer
         for sig in STOP_SIGNALS:
             self._previous[sig] = signal.getsignal(sig)
             signal.signal(sig, self._handle)
@@ -92,6 +99,9 @@ class StopOnSignal(L.Callback):
         previous = self._previous.get(signum)
         if callable(previous):
             previous(signum, frame)
+        trainer = self._trainer
+        if signum == signal.SIGTERM and trainer is not None and trainer.world_size == 1:
+            trainer._signal_connector.received_sigterm = False  # this callback stops the run
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.received and self.stopped_at is None:
@@ -106,6 +116,7 @@ class StopOnSignal(L.Callback):
         self._restore()
 
     def _restore(self) -> None:
+        self._trainer = None
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()

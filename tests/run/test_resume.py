@@ -180,10 +180,11 @@ def test_other_architectures_resume_exactly_after_sigkill(tmp_path, data_dir, mo
 
 @pytest.mark.parametrize(("world_size", "flag_kept"), [(1, False), (2, True)])
 def test_sigterm_is_left_to_the_callback_in_one_process(world_size, flag_kept):
-    """SIGTERM reaches Lightning's handler (chained), which sets its stop flag. One process:
-    the flag is cleared again, so Lightning cannot stop the run between this callback's hook
-    and its own check without a save (the callback saves and stops at the next step's end).
-    Several processes: the flag stays, as Lightning broadcasts the stop to every rank."""
+    """SIGTERM reaches Lightning's handler (chained), which sets its stop flag. One process,
+    in training: the flag is cleared again, so Lightning cannot stop the run between this
+    callback's hook and its own check without a save (the callback saves and stops at the
+    next step's end); in validation it stands. Several processes: the flag stays, as
+    Lightning broadcasts the stop to every rank."""
     from types import SimpleNamespace
 
     from mrl.run.reliability import StopOnSignal
@@ -195,4 +196,14 @@ def test_sigterm_is_left_to_the_callback_in_one_process(world_size, flag_kept):
     stop._previous[signal.SIGTERM] = lambda *_: setattr(connector, "received_sigterm", True)
     stop._handle(signal.SIGTERM, None)
     assert stop.received == "SIGTERM" and stop.stopped_at is None
+    assert connector.received_sigterm is flag_kept
+    # a SIGTERM still pending when validation starts: Lightning's flag is set, so it cuts
+    # validation short; one during validation leaves the flag as Lightning set it
+    stop.on_validation_start(trainer, None)
+    assert connector.received_sigterm is True
+    connector.received_sigterm = False
+    stop._handle(signal.SIGTERM, None)
+    assert connector.received_sigterm is True
+    stop.on_validation_end(trainer, None)
+    stop._handle(signal.SIGTERM, None)
     assert connector.received_sigterm is flag_kept

@@ -66,11 +66,12 @@ class StopOnSignal(L.Callback):
     write checkpoints/last.ckpt, and stop. The next run of the same command resumes there.
 
     Handlers installed before (Lightning's SLURM requeue handler, for one) still run. In a
-    one-process run, the SIGTERM flag Lightning's handler sets is cleared again: Lightning
-    would act on it after the step's end hooks, and a signal landing between this callback's
-    hook and that check stopped the run without a save ("outside a training step"); the next
-    step's end saves and stops instead. Several processes keep Lightning's flag (it
-    broadcasts the stop to every rank).
+    one-process run, a SIGTERM during training has the flag Lightning's handler sets cleared
+    again: Lightning would act on it after the step's end hooks, and a signal landing between
+    this callback's hook and that check stopped the run without a save ("outside a training
+    step"); the next step's end saves and stops instead. During validation the flag stands
+    (and a pending SIGTERM sets it when validation starts), so Lightning cuts validation
+    short as before. Several processes keep Lightning's flag (it broadcasts the stop).
     """
 
     def __init__(self, last_ckpt: Path):
@@ -79,6 +80,7 @@ class StopOnSignal(L.Callback):
         self.stopped_at: int | None = None
         self._previous: dict = {}
         self._trainer = None
+        self._validating = False
 
     def on_fit_start(self, trainer, pl_module) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -99,9 +101,19 @@ class StopOnSignal(L.Callback):
         previous = self._previous.get(signum)
         if callable(previous):
             previous(signum, frame)
-        trainer = self._trainer
-        if signum == signal.SIGTERM and trainer is not None and trainer.world_size == 1:
-            trainer._signal_connector.received_sigterm = False  # this callback stops the run
+        if signum == signal.SIGTERM and self._one_process() and not self._validating:
+            self._trainer._signal_connector.received_sigterm = False  # this callback stops it
+
+    def _one_process(self) -> bool:
+        return self._trainer is not None and self._trainer.world_size == 1
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._validating = True
+        if self.received == "SIGTERM" and self.stopped_at is None and self._one_process():
+            trainer._signal_connector.received_sigterm = True  # Lightning stops validation
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self._validating = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.received and self.stopped_at is None:

@@ -190,7 +190,7 @@ def test_sigterm_is_left_to_the_callback_in_one_process(world_size, flag_kept):
     from mrl.run.reliability import StopOnSignal
 
     connector = SimpleNamespace(received_sigterm=False)
-    trainer = SimpleNamespace(world_size=world_size, _signal_connector=connector)
+    trainer = SimpleNamespace(world_size=world_size, _signal_connector=connector, training=True)
     stop = StopOnSignal("unused.ckpt")
     stop._trainer = trainer
     stop._previous[signal.SIGTERM] = lambda *_: setattr(connector, "received_sigterm", True)
@@ -199,11 +199,12 @@ def test_sigterm_is_left_to_the_callback_in_one_process(world_size, flag_kept):
     assert connector.received_sigterm is flag_kept
     # a SIGTERM still pending when validation starts: Lightning's flag is set, so it cuts
     # validation short; one during validation leaves the flag as Lightning set it
+    trainer.training = False  # Lightning's stage: validating (or its sanity check)
     stop.on_validation_start(trainer, None)
     assert connector.received_sigterm is True
     connector.received_sigterm = False
     stop._handle(signal.SIGTERM, None)
     assert connector.received_sigterm is True
-    stop.on_validation_end(trainer, None)
+    trainer.training = True  # back in training
     stop._handle(signal.SIGTERM, None)
     assert connector.received_sigterm is flag_kept

@@ -14,7 +14,7 @@ from mrl.common.errors import ConfigError
 from mrl.encoder.backbone import backbone_hidden_size, check_pooling, load_backbone
 from mrl.encoder.lora import add_lora, is_lora, lora_enabled, lora_problem
 from mrl.encoder.pooling import POOLINGS, pool
-from mrl.encoder.unpadded import encode_unpadded, unpadded_problem
+from mrl.encoder.unpadded import encode_unpadded, resolve_unpadded
 
 # `chunk_size: auto`, texts per encoder call by device. 16 on CPU: a training step of 32
 # triplets of all-MiniLM-L6-v2 on 2 cores is 1.32x faster than with 64, as less padding is
@@ -112,7 +112,7 @@ class Encoder(nn.Module):
         if lora_enabled(lora):
             self.backbone = add_lora(self.backbone, lora)
         self.backbone.train()  # from_pretrained returns eval mode; training wants dropout on
-        self.unpadded = self._resolve_unpadded(unpadded, backbone)
+        self.unpadded = resolve_unpadded(unpadded, self.backbone.config, backbone)
         hidden = self.backbone.config.hidden_size
         self.projection = nn.Linear(hidden, projection_dim) if projection_dim else None
 
@@ -183,17 +183,6 @@ class Encoder(nn.Module):
     def depth(self) -> int:
         """The backbone's number of transformer layers."""
         return self.backbone.config.num_hidden_layers
-
-    def _resolve_unpadded(self, unpadded, name: str) -> bool:
-        """`unpadded` ("auto", True or False) -> whether this backbone runs unpadded."""
-        if not (isinstance(unpadded, bool) or unpadded == "auto"):
-            raise ConfigError(f"model.unpadded={unpadded!r} must be auto, true or false.")
-        problem = unpadded_problem(self.backbone.config)
-        if unpadded is True and problem:
-            raise ConfigError(
-                f"model.unpadded=true, but {name} cannot run unpadded: {problem}; set it to auto."
-            )
-        return bool(unpadded) and problem is None
 
     def texts_per_call(self, device: torch.device) -> int | None:
         """`chunk_size` with `auto` resolved for `device` (None: the whole batch in one call)."""

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from mrl.common.errors import ConfigError
 from mrl.encoder.pooling import pool
 
 # model_type -> its layer family: "bert" (BertLayer and its copies) or "mpnet"
@@ -43,6 +44,20 @@ def unpadded_problem(config) -> str | None:
     if getattr(config, "position_embedding_type", "absolute") != "absolute":
         return f"this {kind} uses {config.position_embedding_type} position embeddings"
     return None
+
+
+def resolve_unpadded(value, config, name: str) -> bool:
+    """`model.unpadded` ("auto", true or false) for the backbone `name` with this `config` ->
+    whether it runs unpadded; one ConfigError line for a bad value, or for true where it
+    cannot. The Encoder and the check pass (before any weights load) both ask this."""
+    if not (isinstance(value, bool) or value == "auto"):
+        raise ConfigError(f"model.unpadded={value!r} must be auto, true or false.")
+    problem = unpadded_problem(config)
+    if value is True and problem:
+        raise ConfigError(
+            f"model.unpadded=true, but {name} cannot run unpadded: {problem}; set it to auto."
+        )
+    return bool(value) and problem is None
 
 
 def _groups(lengths: torch.Tensor, group_size: int):

@@ -29,7 +29,7 @@ from mrl.encoder.backbone import backbone_config, check_backbone, load_tokenizer
 from mrl.encoder.encoder import encoder_width, projection_dim_problem
 from mrl.encoder.lora import lora_problem
 from mrl.encoder.pooling import POOLINGS
-from mrl.encoder.unpadded import unpadded_problem
+from mrl.encoder.unpadded import resolve_unpadded
 from mrl.run.config_keys import check_keys
 from mrl.run.option_values import (
     auto_or_boolean,
@@ -324,14 +324,9 @@ def check_max_seq_length(cfg: DictConfig) -> None:
 
 def check_unpadded(cfg: DictConfig) -> None:
     """model.unpadded=true on a backbone that cannot run unpadded (`mrl.encoder.unpadded`)."""
-    mc = cfg.model
-    if mc.get("unpadded", "auto") is True:
-        problem = unpadded_problem(backbone_config(mc.backbone, mc.trust_remote_code))
-        if problem:
-            raise ConfigError(
-                f"model.unpadded=true, but {mc.backbone} cannot run unpadded: {problem}; set "
-                "it to auto."
-            )
+    mc, value = cfg.model, cfg.model.get("unpadded", "auto")
+    if value != "auto":  # auto runs anywhere: no config to read
+        resolve_unpadded(value, backbone_config(mc.backbone, mc.trust_remote_code), mc.backbone)
 
 
 def _plain(value):

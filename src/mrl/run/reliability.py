@@ -80,7 +80,6 @@ class StopOnSignal(L.Callback):
         self.stopped_at: int | None = None
         self._previous: dict = {}
         self._trainer = None
-        self._validating = False
 
     def on_fit_start(self, trainer, pl_module) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -101,19 +100,15 @@ class StopOnSignal(L.Callback):
         previous = self._previous.get(signum)
         if callable(previous):
             previous(signum, frame)
-        if signum == signal.SIGTERM and self._one_process() and not self._validating:
+        if signum == signal.SIGTERM and self._one_process() and self._trainer.training:
             self._trainer._signal_connector.received_sigterm = False  # this callback stops it
 
     def _one_process(self) -> bool:
         return self._trainer is not None and self._trainer.world_size == 1
 
     def on_validation_start(self, trainer, pl_module) -> None:
-        self._validating = True
         if self.received == "SIGTERM" and self.stopped_at is None and self._one_process():
             trainer._signal_connector.received_sigterm = True  # Lightning stops validation
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        self._validating = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.received and self.stopped_at is None:
